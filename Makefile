@@ -1,0 +1,56 @@
+# pyinfra-galaxy-slurm. Run as root on a Debian 12 machine: the lab boots containers.
+#   make demo    lab up (head + 2 compute), deploy, verify
+#   make test    unit tests, then a fresh test lab: deploy, re-run, host checks
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+RELEASE ?= bookworm
+NODES ?= 2
+LAB_NAME ?= pgs
+LAB_SUBNET ?= 10.213.0.0/24
+LAB := $(PYTHON) lab/lab.py --name $(LAB_NAME) --subnet $(LAB_SUBNET)
+export LAB_INVENTORY := /var/lib/pgs-lab/$(LAB_NAME)/hosts.json
+export RELEASE
+
+.PHONY: all demo test unit lab-test deploy lab-up lab-down lab-status deps venv clean
+
+all: test
+
+# Host tools the lab needs (containers, base images, NAT).
+deps:
+	@command -v systemd-nspawn >/dev/null && command -v mmdebstrap >/dev/null && command -v iptables >/dev/null \
+	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	       systemd-container mmdebstrap iptables debian-archive-keyring >/dev/null; }
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: deps venv lab-up deploy
+
+deploy: venv
+	$(VENV)/bin/pyinfra -y inventory.py deploy.py
+
+lab-up: deps
+	$(LAB) up --nodes $(NODES) --release $(RELEASE)
+
+lab-down:
+	$(LAB) down
+
+lab-status:
+	$(LAB) status
+
+test: deps venv unit lab-test
+
+unit: venv
+	$(VENV)/bin/pytest tests/unit
+
+lab-test: venv
+	$(VENV)/bin/pytest tests/lab
+
+clean: lab-down
+	rm -rf $(VENV) .secrets

@@ -1,0 +1,433 @@
+#!/usr/bin/env python3
+"""The local lab: real Debian hosts on this machine, for the demo and the tests.
+
+Each host is a systemd-nspawn container booted with systemd as PID 1, in its own
+network namespace, on a private bridge with NAT to the package registries, and
+reachable over SSH as root with a key generated for the lab. Hosts start bare:
+no cluster entries in /etc/hosts, no Slurm. They share one directory, bound at
+/srv/galaxy on every host, standing in for a cluster's shared filesystem.
+
+    lab.py up [--nodes N] [--release bookworm|trixie]   idempotent
+    lab.py down [--purge-cache]                          removes all it made
+    lab.py stop HOST / start HOST                        power a host off / on
+    lab.py status
+
+Several labs can live side by side: each has a name (--name / LAB_NAME) and a
+/24 subnet (--subnet / LAB_SUBNET). Base images, apt archives and pip wheels are
+cached in /var/cache/pgs-lab so repeated runs download nothing twice; the
+deploy itself still installs everything for real.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+STATE_ROOT = Path(os.environ.get("LAB_STATE_ROOT", "/var/lib/pgs-lab"))
+CACHE_ROOT = Path(os.environ.get("LAB_CACHE_ROOT", "/var/cache/pgs-lab"))
+RELEASES = ("bookworm", "trixie")
+BASE_PACKAGES = (
+    "systemd,systemd-sysv,dbus,openssh-server,python3,ca-certificates,"
+    "iproute2,procps,util-linux,netbase,less"
+)
+SHARED_MOUNT = "/srv/galaxy"
+SSH_TIMEOUT = 90
+STOP_TIMEOUT = 30
+NAT_COMMENT = "pgs-lab"
+
+
+def log(message: str) -> None:
+    print(f"lab: {message}", file=sys.stderr, flush=True)
+
+
+def run(*args: str, check: bool = True, quiet: bool = False) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise SystemExit(f"lab: command failed ({result.returncode}): {' '.join(args)}\n{result.stderr.strip()}")
+    if not quiet and result.returncode != 0:
+        log(f"ignored failure of {' '.join(args)}: {result.stderr.strip()}")
+    return result
+
+
+@dataclass(frozen=True)
+class Lab:
+    name: str
+    subnet: ipaddress.IPv4Network
+
+    @property
+    def state_dir(self) -> Path:
+        return STATE_ROOT / self.name
+
+    @property
+    def bridge(self) -> str:
+        return f"{self.name}-br"[:15]
+
+    @property
+    def gateway(self) -> str:
+        return str(self.subnet.network_address + 1)
+
+    @property
+    def ssh_key(self) -> Path:
+        return self.state_dir / "id_ed25519"
+
+    @property
+    def hosts_file(self) -> Path:
+        return self.state_dir / "hosts.json"
+
+    @property
+    def shared_dir(self) -> Path:
+        return self.state_dir / "shared"
+
+    def host_names(self, nodes: int) -> list[str]:
+        return [f"{self.name}-head"] + [f"{self.name}-c{i}" for i in range(1, nodes + 1)]
+
+    def address(self, host: str) -> str:
+        index = 0 if host.endswith("-head") else int(host.rsplit("-c", 1)[1])
+        return str(self.subnet.network_address + 10 + index)
+
+    def nat_rules(self) -> list[tuple[str, ...]]:
+        src = str(self.subnet)
+        tag = ("-m", "comment", "--comment", f"{NAT_COMMENT}-{self.name}")
+        return [
+            ("-t", "nat", "POSTROUTING", "-s", src, "!", "-o", self.bridge, "-j", "MASQUERADE", *tag),
+            ("-t", "filter", "FORWARD", "-i", self.bridge, "-j", "ACCEPT", *tag),
+            ("-t", "filter", "FORWARD", "-o", self.bridge, "-j", "ACCEPT", *tag),
+        ]
+
+    def read_hosts(self) -> dict:
+        return json.loads(self.hosts_file.read_text()) if self.hosts_file.exists() else {}
+
+
+@dataclass(frozen=True)
+class Host:
+    lab: Lab
+    name: str
+    release: str
+
+    @property
+    def dir(self) -> Path:
+        return self.lab.state_dir / "hosts" / self.name
+
+    @property
+    def root(self) -> Path:
+        return self.dir / "root"
+
+    @property
+    def netns(self) -> str:
+        return self.name
+
+    @property
+    def veth(self) -> str:
+        return f"v{self.name}"[:15]
+
+    @property
+    def address(self) -> str:
+        return self.lab.address(self.name)
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / "nspawn.pid"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text())
+            os.kill(pid, 0)
+            return pid
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            return None
+
+
+# --- base image -------------------------------------------------------------
+
+
+def base_image(release: str) -> Path:
+    """The cached base rootfs of a release, built with mmdebstrap on first use."""
+    base = CACHE_ROOT / f"base-{release}"
+    if (base / "etc/os-release").exists():
+        return base
+    log(f"building the {release} base image (once; cached in {base})")
+    tmp = base.with_name(base.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    CACHE_ROOT.mkdir(parents=True, exist_ok=True)
+    # The lab hosts must trust this machine's CA certificates (TLS-inspected
+    # registries): lab plumbing, not part of the deploy.
+    hooks = [
+        'mkdir -p "$1/usr/local/share/ca-certificates"',
+        'cp /usr/local/share/ca-certificates/*.crt "$1/usr/local/share/ca-certificates/" 2>/dev/null || true',
+        'chroot "$1" update-ca-certificates >/dev/null',
+        # Lab hosts share one pip wheel cache (bound in at boot).
+        'printf "[global]\\ncache-dir = /var/cache/pip\\n" > "$1/etc/pip.conf"',
+    ]
+    run(
+        "mmdebstrap", "--variant=apt", f"--include={BASE_PACKAGES}",
+        *[f"--customize-hook={hook}" for hook in hooks],
+        release, str(tmp),
+    )
+    tmp.rename(base)
+    return base
+
+
+# --- network ----------------------------------------------------------------
+
+
+def network_up(lab: Lab) -> None:
+    if run("ip", "link", "show", lab.bridge, check=False, quiet=True).returncode != 0:
+        run("ip", "link", "add", lab.bridge, "type", "bridge")
+        run("ip", "addr", "add", f"{lab.gateway}/{lab.subnet.prefixlen}", "dev", lab.bridge)
+    run("ip", "link", "set", lab.bridge, "up")
+    Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+    for table_flag, table, chain, *spec in lab.nat_rules():
+        if run("iptables", table_flag, table, "-C", chain, *spec, check=False, quiet=True).returncode != 0:
+            run("iptables", table_flag, table, "-I", chain, *spec)
+
+
+def network_down(lab: Lab) -> None:
+    for table_flag, table, chain, *spec in lab.nat_rules():
+        while run("iptables", table_flag, table, "-C", chain, *spec, check=False, quiet=True).returncode == 0:
+            run("iptables", table_flag, table, "-D", chain, *spec)
+    if run("ip", "link", "show", lab.bridge, check=False, quiet=True).returncode == 0:
+        run("ip", "link", "del", lab.bridge)
+
+
+def host_network_up(host: Host) -> None:
+    if run("ip", "netns", "pids", host.netns, check=False, quiet=True).returncode != 0:
+        run("ip", "netns", "add", host.netns)
+    ns = ("ip", "netns", "exec", host.netns)
+    if run(*ns, "ip", "link", "show", "host0", check=False, quiet=True).returncode != 0:
+        run("ip", "link", "del", host.veth, check=False, quiet=True)
+        run("ip", "link", "add", host.veth, "type", "veth", "peer", "name", "host0", "netns", host.netns)
+        run(*ns, "ip", "addr", "add", f"{host.address}/{host.lab.subnet.prefixlen}", "dev", "host0")
+    run("ip", "link", "set", host.veth, "master", host.lab.bridge, "up")
+    run(*ns, "ip", "link", "set", "lo", "up")
+    run(*ns, "ip", "link", "set", "host0", "up")
+    run(*ns, "ip", "route", "replace", "default", "via", host.lab.gateway)
+
+
+def host_network_down(host: Host) -> None:
+    if run("ip", "netns", "pids", host.netns, check=False, quiet=True).returncode == 0:
+        run("ip", "netns", "del", host.netns)
+    run("ip", "link", "del", host.veth, check=False, quiet=True)
+
+
+def host_resolver() -> str:
+    for line in Path("/etc/resolv.conf").read_text().splitlines():
+        if line.startswith("nameserver"):
+            server = line.split()[1]
+            if not ipaddress.ip_address(server).is_loopback:
+                return f"nameserver {server}\n"
+    raise SystemExit("lab: /etc/resolv.conf names no non-loopback nameserver the lab hosts could use")
+
+
+# --- hosts ------------------------------------------------------------------
+
+
+def prepare_root(host: Host) -> None:
+    """Mount the host's root as an overlay on the base image and personalise it."""
+    for sub in ("upper", "work", "root"):
+        (host.dir / sub).mkdir(parents=True, exist_ok=True)
+    if not os.path.ismount(host.root):
+        lower = base_image(host.release)
+        run("mount", "-t", "overlay", "overlay", "-o",
+            f"lowerdir={lower},upperdir={host.dir / 'upper'},workdir={host.dir / 'work'}", str(host.root))
+    root = host.root
+    (root / "etc/hostname").write_text(f"{host.name}\n")
+    (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+    resolv = root / "etc/resolv.conf"
+    if resolv.is_symlink():
+        resolv.unlink()
+    resolv.write_text(host_resolver())
+    machine_id = root / "etc/machine-id"
+    if not machine_id.exists() or len(machine_id.read_text().strip()) != 32:
+        machine_id.write_text(secrets.token_hex(16) + "\n")
+    ssh_dir = root / "root/.ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    authorized = ssh_dir / "authorized_keys"
+    authorized.write_text(Path(str(host.lab.ssh_key) + ".pub").read_text())
+    authorized.chmod(0o600)
+
+
+def cache_binds(host: Host) -> list[str]:
+    apt_cache = CACHE_ROOT / "apt" / host.release / host.name.split("-", 1)[-1]
+    pip_cache = CACHE_ROOT / "pip" / host.release
+    (apt_cache / "partial").mkdir(parents=True, exist_ok=True)
+    pip_cache.mkdir(parents=True, exist_ok=True)
+    pip_cache.chmod(0o1777)
+    return [f"--bind={apt_cache}:/var/cache/apt/archives", f"--bind={pip_cache}:/var/cache/pip"]
+
+
+def boot(host: Host) -> None:
+    if host.pid():
+        return
+    host_network_up(host)
+    prepare_root(host)
+    host.lab.shared_dir.mkdir(parents=True, exist_ok=True)
+    console = open(host.dir / "console.log", "ab")
+    process = subprocess.Popen(
+        [
+            "systemd-nspawn", "-D", str(host.root), "--boot", "--register=no", "--keep-unit",
+            f"--network-namespace-path=/run/netns/{host.netns}", "-M", host.name,
+            "--console=read-only", "--resolv-conf=off", "--timezone=off", "--link-journal=no",
+            f"--bind={host.lab.shared_dir}:{SHARED_MOUNT}", *cache_binds(host),
+        ],
+        stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    host.pid_file.write_text(f"{process.pid}\n")
+
+
+def wait_for_ssh(host: Host, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if not host.pid():
+            raise SystemExit(f"lab: {host.name} stopped while booting; see {host.dir / 'console.log'}")
+        try:
+            with socket.create_connection((host.address, 22), timeout=2) as conn:
+                if conn.recv(4).startswith(b"SSH"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"lab: {host.name} ({host.address}) did not answer SSH within {SSH_TIMEOUT} s")
+
+
+def power_off(host: Host) -> None:
+    pid = host.pid()
+    if pid:
+        os.kill(pid, signal.SIGTERM)  # nspawn asks the container's systemd to power off
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while host.pid() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if host.pid():
+            log(f"{host.name} did not power off in {STOP_TIMEOUT} s; killing it")
+            os.kill(pid, signal.SIGKILL)
+            while host.pid():
+                time.sleep(0.1)
+    host.pid_file.unlink(missing_ok=True)
+    if os.path.ismount(host.root):
+        run("umount", str(host.root), check=False, quiet=True)
+        if os.path.ismount(host.root):
+            run("umount", "-l", str(host.root), check=False)
+
+
+# --- commands ---------------------------------------------------------------
+
+
+def write_ssh_material(lab: Lab) -> None:
+    if not lab.ssh_key.exists():
+        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{lab.name}-lab", "-f", str(lab.ssh_key))
+    (lab.state_dir / "ssh_config").write_text(
+        "Host *\n  User root\n"
+        f"  IdentityFile {lab.ssh_key}\n"
+        "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
+    )
+
+
+def up(lab: Lab, nodes: int, release: str) -> None:
+    if nodes < 1:
+        raise SystemExit("lab: --nodes must be at least 1")
+    recorded = lab.read_hosts()
+    if recorded and recorded["release"] != release:
+        raise SystemExit(f"lab: {lab.name} runs {recorded['release']}; `make lab-down` before switching to {release}")
+    started = time.monotonic()
+    lab.state_dir.mkdir(parents=True, exist_ok=True)
+    write_ssh_material(lab)
+    base_image(release)
+    network_up(lab)
+    hosts = [Host(lab, name, release) for name in lab.host_names(nodes)]
+    for host in hosts:
+        boot(host)
+    deadline = time.monotonic() + SSH_TIMEOUT
+    for host in hosts:
+        wait_for_ssh(host, deadline)
+    inventory = {
+        "lab": lab.name,
+        "release": release,
+        "ssh_key": str(lab.ssh_key),
+        "ssh_config": str(lab.state_dir / "ssh_config"),
+        "shared_dir": SHARED_MOUNT,
+        "hosts": [
+            {
+                "name": host.name,
+                "address": host.address,
+                "groups": ["slurm_controller", "galaxy"] if host.name.endswith("-head") else ["slurm_compute"],
+            }
+            for host in hosts
+        ],
+    }
+    # Keep hosts of a larger earlier `up` in the record: they are still running.
+    known = {h["name"] for h in inventory["hosts"]}
+    inventory["hosts"] += [h for h in recorded.get("hosts", []) if h["name"] not in known]
+    lab.hosts_file.write_text(json.dumps(inventory, indent=2) + "\n")
+    log(f"{len(inventory['hosts'])} {release} hosts up in {time.monotonic() - started:.1f} s; inventory: {lab.hosts_file}")
+
+
+def down(lab: Lab, purge_cache: bool) -> None:
+    hosts_dir = lab.state_dir / "hosts"
+    release = lab.read_hosts().get("release", "bookworm")
+    for host_dir in sorted(hosts_dir.iterdir()) if hosts_dir.exists() else []:
+        host = Host(lab, host_dir.name, release)
+        power_off(host)
+        host_network_down(host)
+    network_down(lab)
+    shutil.rmtree(lab.state_dir, ignore_errors=True)
+    if purge_cache:
+        shutil.rmtree(CACHE_ROOT, ignore_errors=True)
+    log(f"{lab.name} is down")
+
+
+def host_command(lab: Lab, name: str, action: str) -> None:
+    release = lab.read_hosts().get("release")
+    if not release or not (lab.state_dir / "hosts" / name).exists():
+        raise SystemExit(f"lab: no host {name} in lab {lab.name}")
+    host = Host(lab, name, release)
+    if action == "stop":
+        power_off(host)
+    else:
+        boot(host)
+        wait_for_ssh(host, time.monotonic() + SSH_TIMEOUT)
+
+
+def status(lab: Lab) -> None:
+    for entry in lab.read_hosts().get("hosts", []):
+        host = Host(lab, entry["name"], "")
+        print(f"{entry['name']:16} {entry['address']:15} {'running' if host.pid() else 'stopped'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", default=os.environ.get("LAB_NAME", "pgs"))
+    parser.add_argument("--subnet", default=os.environ.get("LAB_SUBNET", "10.213.0.0/24"))
+    sub = parser.add_subparsers(dest="command", required=True)
+    up_parser = sub.add_parser("up")
+    up_parser.add_argument("--nodes", type=int, default=int(os.environ.get("LAB_NODES", "2")))
+    up_parser.add_argument("--release", choices=RELEASES, default=os.environ.get("RELEASE", "bookworm"))
+    down_parser = sub.add_parser("down")
+    down_parser.add_argument("--purge-cache", action="store_true")
+    for action in ("stop", "start"):
+        sub.add_parser(action).add_argument("host")
+    sub.add_parser("status")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("lab: run as root (containers, namespaces and NAT need it)")
+    lab = Lab(args.name, ipaddress.IPv4Network(args.subnet))
+    if args.command == "up":
+        up(lab, args.nodes, args.release)
+    elif args.command == "down":
+        down(lab, args.purge_cache)
+    elif args.command in ("stop", "start"):
+        host_command(lab, args.host, args.command)
+    else:
+        status(lab)
+
+
+if __name__ == "__main__":
+    main()

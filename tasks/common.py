@@ -1,0 +1,36 @@
+"""Small helpers shared by the tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from pyinfra.api.operation import OperationMeta
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+FILES_DIR = PROJECT_DIR / "files"
+
+_templates = Environment(
+    loader=FileSystemLoader(PROJECT_DIR / "templates"),
+    undefined=StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def render(template: str, **context) -> str:
+    """Render a template from templates/ locally: the same text for every host,
+    and errors surface before any host is touched."""
+    return _templates.get_template(template).render(**context)
+
+
+def project_file(name: str) -> str:
+    """Path of a file in files/, independent of pyinfra's working directory."""
+    return str(FILES_DIR / name)
+
+
+def any_changed(*metas: OperationMeta) -> Callable[[], bool]:
+    """An `_if=` condition: true when any of these operations changed its host."""
+    return lambda: any(meta.did_change() for meta in metas)

@@ -1,0 +1,69 @@
+"""Facts this deploy reads from hosts (pyinfra FactBase subclasses)."""
+
+from __future__ import annotations
+
+from pyinfra.api import FactBase
+
+from tasks.model import HostFacts
+
+# One round trip per host. Every line is key=value; the command always exits 0
+# (a failing fact would fail the host), missing tools give empty values.
+_PROFILE_COMMAND = r"""
+echo "hostname=$(uname -n)"
+echo "cpus=$(getconf _NPROCESSORS_ONLN)"
+lscpu -p=SOCKET,CORE 2>/dev/null | grep -v '^#' | sed 's/^/cpu=/'
+awk '/^MemTotal:/ {print "memory_kb=" $2}' /proc/meminfo
+. /etc/os-release 2>/dev/null; echo "codename=${VERSION_CODENAME:-}"
+echo "slurm_version=$(dpkg-query -W -f='${Version}' slurm-client 2>/dev/null)"
+echo "cgroup_fs=$(stat -fc %T /sys/fs/cgroup 2>/dev/null)"
+awk '$2 == "/sys/fs/cgroup" || $2 == "/sys/fs/cgroup/freezer" {split($4, o, ","); print "mount:" $2 "=" o[1]}' /proc/mounts
+true
+"""
+
+
+class HostProfile(FactBase[HostFacts]):
+    """Hardware, release, installed Slurm and cgroup mode of a host."""
+
+    def command(self) -> str:
+        return _PROFILE_COMMAND
+
+    def process(self, output: list[str]) -> HostFacts:
+        return parse_host_profile(output)
+
+
+def parse_host_profile(lines: list[str]) -> HostFacts:
+    values: dict[str, str] = {}
+    cpu_topology: set[tuple[str, str]] = set()
+    logical_cpus = 0
+    for line in lines:
+        key, _, value = line.strip().partition("=")
+        if key == "cpu":
+            socket, core = value.split(",")[:2]
+            cpu_topology.add((socket, core))
+            logical_cpus += 1
+        else:
+            values[key] = value
+    cpus = int(values.get("cpus") or logical_cpus or 1)
+    sockets = len({socket for socket, _ in cpu_topology}) or 1
+    cores = len(cpu_topology) or cpus
+    return HostFacts(
+        hostname=values["hostname"],
+        cpus=cpus,
+        sockets=sockets,
+        cores_per_socket=max(cores // sockets, 1),
+        threads_per_core=max(cpus // cores, 1),
+        # What `slurmd -C` reports as RealMemory: MemTotal in MiB, rounded down.
+        memory_mb=int(values.get("memory_kb") or 0) // 1024,
+        codename=values.get("codename", ""),
+        slurm_version=values.get("slurm_version") or None,
+        cgroup_fs=values.get("cgroup_fs", ""),
+        cgroup_writable=_cgroup_writable(values),
+    )
+
+
+def _cgroup_writable(values: dict[str, str]) -> bool:
+    """cgroup v2: the unified mount is writable; v1: the freezer hierarchy
+    (what proctrack/cgroup uses) is, since systemd mounts the v1 tmpfs read-only."""
+    if values.get("cgroup_fs") == "cgroup2fs":
+        return values.get("mount:/sys/fs/cgroup") == "rw"
+    return values.get("mount:/sys/fs/cgroup/freezer") == "rw"

@@ -1,0 +1,398 @@
+"""The cluster model: one typed description of the cluster that every task reads.
+
+`build_cluster` turns inventory hosts (groups + data) and the facts read from
+them into a `Cluster`, checking everything first. It is pure (no pyinfra, no
+network), so the unit tests exercise it directly; `tasks.cluster` feeds it from
+a live pyinfra run. Every problem found is reported at once, each naming the
+host or setting, what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasks.platform import Platform, choose_cgroup, platform_for
+
+CONTROLLER_GROUP = "slurm_controller"
+COMPUTE_GROUP = "slurm_compute"
+GALAXY_GROUP = "galaxy"
+
+# Cluster-wide settings and their defaults. group_data/all.py documents them;
+# any of them may be set there or in the inventory.
+DEFAULTS: dict[str, Any] = {
+    "slurm_cluster_name": "galaxy",
+    "slurm_partitions": [{"name": "debug", "nodes": "ALL", "default": True, "max_time": "INFINITE"}],
+    "slurm_select_type": "select/cons_tres",
+    "slurm_select_type_parameters": "CR_CPU",
+    "slurm_proctrack_type": None,  # None: chosen from the hosts' cgroup mode
+    "slurm_task_plugin": None,
+    "slurm_config_extra": {},  # more slurm.conf lines, key -> value
+    "slurm_return_to_service": 2,
+    "manage_etc_hosts": True,
+    "munge_key_file": None,  # None: the controller's key is the cluster's key
+}
+
+# Per-host Slurm node settings that the inventory may give instead of detection.
+NODE_OVERRIDE_KEYS = ("cpus", "sockets", "cores_per_socket", "threads_per_core", "real_memory")
+
+SELECT_TYPES = ("select/cons_tres", "select/cons_res", "select/linear")
+SELECT_TYPE_BASES = ("CR_CPU", "CR_Core", "CR_Socket", "CR_Memory", "CR_CPU_Memory", "CR_Core_Memory", "CR_Socket_Memory")
+SELECT_TYPE_MODIFIERS = (
+    "CR_ONE_TASK_PER_CORE", "CR_CORE_DEFAULT_DIST_BLOCK", "CR_LLN", "CR_Pack_Nodes", "LL_SHARED_GRES",
+    "MULTIPLE_SHARING_GRES_PJ", "ENFORCE_BINDING_GRES", "ONE_TASK_PER_SHARING_GRES",
+)
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+MUNGE_KEY_BYTES = (32, 1024)
+
+
+class ClusterConfigError(Exception):
+    """The inventory describes a cluster that cannot be deployed; nothing was changed."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(
+            "the inventory has problems; no host was changed:\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What the deploy reads from a host before changing anything."""
+
+    hostname: str
+    cpus: int
+    sockets: int
+    cores_per_socket: int
+    threads_per_core: int
+    memory_mb: int
+    codename: str
+    slurm_version: str | None  # the installed Debian package version, if any
+    cgroup_fs: str  # filesystem type at /sys/fs/cgroup: cgroup2fs on cgroup v2 hosts
+    cgroup_writable: bool
+
+
+@dataclass(frozen=True)
+class InventoryHost:
+    name: str
+    groups: frozenset[str]
+    data: Mapping[str, Any]
+    facts: HostFacts
+
+
+@dataclass(frozen=True)
+class Node:
+    """A Slurm compute node, as slurm.conf describes it."""
+
+    name: str
+    cpus: int
+    sockets: int
+    cores_per_socket: int
+    threads_per_core: int
+    real_memory: int
+
+
+@dataclass(frozen=True)
+class Partition:
+    name: str
+    nodes: tuple[str, ...]
+    default: bool
+    max_time: str
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClusterHost:
+    inventory_name: str
+    node_name: str  # the host's short hostname: what Slurm calls it
+    address: str | None  # for /etc/hosts; None when DNS is trusted
+    roles: frozenset[str]  # controller, compute, galaxy
+    platform: Platform
+
+
+@dataclass(frozen=True)
+class Cluster:
+    name: str
+    hosts: tuple[ClusterHost, ...]
+    nodes: tuple[Node, ...]
+    partitions: tuple[Partition, ...]
+    select_type: str
+    select_type_parameters: str
+    proctrack_type: str
+    task_plugin: str
+    cgroup_conf: Mapping[str, str] | None
+    return_to_service: int
+    config_extra: Mapping[str, str]
+    manage_etc_hosts: bool
+    munge_key_file: str | None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def controller(self) -> ClusterHost:
+        return next(h for h in self.hosts if "controller" in h.roles)
+
+    @property
+    def compute_hosts(self) -> tuple[ClusterHost, ...]:
+        return tuple(h for h in self.hosts if "compute" in h.roles)
+
+    @property
+    def galaxy_hosts(self) -> tuple[ClusterHost, ...]:
+        return tuple(h for h in self.hosts if "galaxy" in h.roles)
+
+    @property
+    def platform(self) -> Platform:
+        """slurm.conf is rendered for the controller's Slurm: it is the newest allowed."""
+        return self.controller.platform
+
+    def host(self, inventory_name: str) -> ClusterHost:
+        return next(h for h in self.hosts if h.inventory_name == inventory_name)
+
+
+def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any]) -> Cluster:
+    """Check the inventory and the hosts' facts, and build the cluster from them."""
+    problems: list[str] = []
+    config = {key: settings.get(key, default) for key, default in DEFAULTS.items()}
+
+    controllers = [h for h in hosts if CONTROLLER_GROUP in h.groups]
+    computes = [h for h in hosts if COMPUTE_GROUP in h.groups]
+    if len(controllers) != 1:
+        listed = ", ".join(h.name for h in controllers) or "none"
+        problems.append(
+            f"group {CONTROLLER_GROUP}: needs exactly one host, has {len(controllers)} ({listed}); "
+            f"list the one host that runs slurmctld in {CONTROLLER_GROUP} in inventory.py"
+        )
+    if not computes:
+        problems.append(
+            f"group {COMPUTE_GROUP}: has no host; list at least one host that runs jobs "
+            f"(the controller may be one too) in {COMPUTE_GROUP} in inventory.py"
+        )
+
+    cluster_hosts = [_cluster_host(h, config, problems) for h in hosts]
+    cluster_hosts = [h for h in cluster_hosts if h is not None]
+    _check_unique([h.node_name for h in cluster_hosts], "host name (uname -n)", problems,
+                  fix="give each host a unique hostname")
+
+    nodes = tuple(_node(h, problems) for h in computes)
+    node_names = [n.name for n in nodes]
+    partitions = _partitions(config["slurm_partitions"], node_names, problems)
+    warnings: list[str] = []
+    select_type = _select_type(config["slurm_select_type"], problems, warnings)
+    select_params = _select_type_parameters(config["slurm_select_type_parameters"], problems)
+    _check_name(str(config["slurm_cluster_name"]), "slurm_cluster_name", problems)
+    _check_munge_key_file(config["munge_key_file"], problems)
+    _check_versions(cluster_hosts, problems)
+
+    cgroup = choose_cgroup(
+        all(h.facts.cgroup_writable for h in computes + controllers),
+        all(h.facts.cgroup_fs == "cgroup2fs" for h in computes + controllers),
+    )
+    proctrack = config["slurm_proctrack_type"] or cgroup.proctrack_type
+    task_plugin = config["slurm_task_plugin"] or cgroup.task_plugin
+    uses_cgroup = "cgroup" in proctrack or "cgroup" in task_plugin
+    cgroup_conf = (cgroup.cgroup_conf or {"CgroupPlugin": "autodetect"}) if uses_cgroup else None
+
+    extra = config["slurm_config_extra"]
+    if not isinstance(extra, Mapping):
+        problems.append("slurm_config_extra: must be a mapping of slurm.conf keys to values, e.g. {'MaxJobCount': 10000}")
+        extra = {}
+
+    if problems:
+        raise ClusterConfigError(problems)
+    return Cluster(
+        name=str(config["slurm_cluster_name"]),
+        hosts=tuple(cluster_hosts),
+        nodes=nodes,
+        partitions=partitions,
+        select_type=select_type,
+        select_type_parameters=select_params,
+        proctrack_type=proctrack,
+        task_plugin=task_plugin,
+        cgroup_conf=cgroup_conf,
+        return_to_service=int(config["slurm_return_to_service"]),
+        config_extra={str(k): str(v) for k, v in extra.items()},
+        manage_etc_hosts=bool(config["manage_etc_hosts"]),
+        munge_key_file=config["munge_key_file"],
+        warnings=tuple(warnings),
+    )
+
+
+def _cluster_host(host: InventoryHost, config: Mapping[str, Any], problems: list[str]) -> ClusterHost | None:
+    roles = {"controller": CONTROLLER_GROUP, "compute": COMPUTE_GROUP, "galaxy": GALAXY_GROUP}
+    try:
+        platform = platform_for(host.facts.codename, host.facts.slurm_version)
+    except ValueError as error:
+        problems.append(f"host {host.name}: {error}")
+        return None
+    address = None
+    if config["manage_etc_hosts"]:
+        address = host.data.get("cluster_address") or host.data.get("ssh_hostname") or host.name
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            problems.append(
+                f"host {host.name}: cluster_address '{address}' is not an IP address; set cluster_address "
+                "to the address other cluster hosts reach it on, or set manage_etc_hosts = False when DNS resolves every host"
+            )
+    return ClusterHost(
+        inventory_name=host.name,
+        node_name=host.facts.hostname.split(".")[0],
+        address=address,
+        roles=frozenset(role for role, group in roles.items() if group in host.groups),
+        platform=platform,
+    )
+
+
+def _node(host: InventoryHost, problems: list[str]) -> Node:
+    """A compute node from its detected hardware, with the inventory's overrides applied."""
+    facts = host.facts
+    detected = {
+        "cpus": facts.cpus,
+        "sockets": facts.sockets,
+        "cores_per_socket": facts.cores_per_socket,
+        "threads_per_core": facts.threads_per_core,
+        "real_memory": facts.memory_mb,
+    }
+    overrides = host.data.get("slurm_node") or {}
+    values = dict(detected)
+    for key, value in overrides.items():
+        where = f"host {host.name}: slurm_node.{key}"
+        if key not in NODE_OVERRIDE_KEYS:
+            problems.append(f"{where}: unknown setting; use one of {', '.join(NODE_OVERRIDE_KEYS)}")
+        elif isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            problems.append(f"{where}: {value!r} is not a positive whole number; give e.g. {detected[key]}")
+        elif value > detected[key]:
+            problems.append(
+                f"{where}: {value} is more than the host has ({detected[key]} detected); "
+                f"Slurm would drain the node. Use at most {detected[key]}"
+            )
+        else:
+            values[key] = value
+    if "cpus" in overrides and not any(k in overrides for k in ("sockets", "cores_per_socket", "threads_per_core")):
+        # A smaller CPU count alone: describe it as one socket of single-thread cores.
+        values.update(sockets=1, cores_per_socket=values["cpus"], threads_per_core=1)
+    topology = values["sockets"] * values["cores_per_socket"] * values["threads_per_core"]
+    if topology != values["cpus"]:
+        problems.append(
+            f"host {host.name}: slurm_node gives cpus={values['cpus']} but sockets x cores_per_socket x "
+            f"threads_per_core = {topology}; make them agree"
+        )
+    return Node(name=facts.hostname.split(".")[0], **values)
+
+
+def _partitions(raw: Any, node_names: list[str], problems: list[str]) -> tuple[Partition, ...]:
+    if not isinstance(raw, list) or not raw:
+        problems.append("slurm_partitions: must be a non-empty list like [{'name': 'debug', 'nodes': 'ALL', 'default': True}]")
+        return ()
+    partitions = []
+    for index, entry in enumerate(raw):
+        where = f"slurm_partitions[{index}]"
+        if not isinstance(entry, Mapping) or "name" not in entry:
+            problems.append(f"{where}: must be a mapping with at least a 'name'")
+            continue
+        name = str(entry["name"])
+        where = f"slurm_partitions[{index}] ({name})"
+        _check_name(name, f"{where}.name", problems)
+        nodes = entry.get("nodes", "ALL")
+        if nodes == "ALL":
+            members = tuple(node_names)
+        else:
+            members = tuple(nodes) if isinstance(nodes, (list, tuple)) else tuple(str(nodes).split(","))
+            unknown = [n for n in members if n not in node_names]
+            if unknown:
+                problems.append(
+                    f"{where}.nodes: {', '.join(unknown)} not a compute node; "
+                    f"use 'ALL' or names from: {', '.join(node_names) or '(no compute nodes)'}"
+                )
+        partitions.append(
+            Partition(
+                name=name,
+                nodes=members,
+                default=bool(entry.get("default", False)),
+                max_time=str(entry.get("max_time", "INFINITE")),
+                extra={str(k): str(v) for k, v in entry.get("extra", {}).items()},
+            )
+        )
+    _check_unique([p.name for p in partitions], "slurm_partitions name", problems, fix="rename or merge them")
+    defaults = [p.name for p in partitions if p.default]
+    if len(defaults) > 1:
+        problems.append(f"slurm_partitions: {', '.join(defaults)} are all marked default; mark exactly one")
+    return tuple(partitions)
+
+
+def _select_type(value: Any, problems: list[str], warnings: list[str]) -> str:
+    select_type = str(value)
+    if select_type not in SELECT_TYPES:
+        problems.append(f"slurm_select_type: '{select_type}' is unknown; use select/cons_tres (or select/linear)")
+    elif select_type == "select/cons_res":
+        # cons_res is gone since Slurm 23.11; cons_tres does all it did, so map it.
+        warnings.append("slurm_select_type: select/cons_res was removed in Slurm 23.11; using select/cons_tres")
+        return "select/cons_tres"
+    return select_type
+
+
+def _select_type_parameters(value: Any, problems: list[str]) -> str:
+    parts = [p.strip() for p in str(value).split(",") if p.strip()]
+    bases = [p for p in parts if p in SELECT_TYPE_BASES]
+    unknown = [p for p in parts if p not in SELECT_TYPE_BASES and p not in SELECT_TYPE_MODIFIERS]
+    if unknown or len(bases) != 1:
+        problems.append(
+            f"slurm_select_type_parameters: '{value}' is not valid for Slurm: "
+            + (f"unknown {', '.join(unknown)}; " if unknown else "")
+            + f"give exactly one of {', '.join(SELECT_TYPE_BASES)}, optionally with modifiers like CR_LLN"
+        )
+    return ",".join(parts)
+
+
+def _check_versions(hosts: list[ClusterHost], problems: list[str]) -> None:
+    """slurmd and clients may be at most N releases older than slurmctld, never newer."""
+    controller = next((h for h in hosts if "controller" in h.roles), None)
+    if controller is None:
+        return
+    newest = controller.platform
+    for host in hosts:
+        behind = newest.slurm_index - host.platform.slurm_index
+        if behind < 0 or behind > newest.max_versions_behind:
+            problems.append(
+                f"host {host.inventory_name}: Slurm {host.platform.slurm} ({host.platform.codename}) cannot work with "
+                f"slurmctld {newest.slurm} on {controller.inventory_name} ({newest.codename}): a node may be at most "
+                f"{newest.max_versions_behind} releases older than the controller and never newer; "
+                "upgrade the older hosts or keep them in a separate cluster"
+            )
+
+
+def _check_munge_key_file(path: Any, problems: list[str]) -> None:
+    if path is None:
+        return
+    if not os.path.isfile(str(path)):
+        problems.append(f"munge_key_file: {path} does not exist; give the path of an existing key or leave it unset")
+        return
+    size = os.path.getsize(str(path))
+    low, high = MUNGE_KEY_BYTES
+    if not low <= size <= high:
+        problems.append(
+            f"munge_key_file: {path} has {size} bytes; munge needs {low} to {high} "
+            "(make one with `mungekey -c -k FILE` or `dd if=/dev/urandom bs=1 count=128 of=FILE`)"
+        )
+
+
+def _check_name(name: str, where: str, problems: list[str]) -> None:
+    if not NAME_PATTERN.match(name):
+        problems.append(f"{where}: '{name}' is not a valid name; use letters, digits, '_', '.' or '-'")
+
+
+def _check_unique(names: list[str], what: str, problems: list[str], fix: str) -> None:
+    seen = set()
+    for name in names:
+        if name in seen:
+            problems.append(f"{what} '{name}' appears more than once; {fix}")
+        seen.add(name)
+
+
+__all__ = [
+    "Cluster", "ClusterConfigError", "ClusterHost", "HostFacts", "InventoryHost", "Node", "Partition",
+    "build_cluster",
+]

@@ -1,0 +1,38 @@
+"""The rollout on bare lab hosts: it verifies itself, a re-run changes nothing,
+and a compute host added to the inventory joins the cluster."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.lab.conftest import NODES, TIMINGS, lab
+
+pytestmark = pytest.mark.lab
+
+
+def test_fresh_rollout_verifies_the_cluster(first_deploy):
+    log = first_deploy.log
+    assert f"sinfo: {NODES} nodes idle" in log
+    assert f"srun -N{NODES}: ran on" in log
+    assert "sbatch job" in log and "completed on" in log
+    assert first_deploy.changes > 0
+
+
+def test_rerun_changes_nothing(first_deploy, deploy):
+    rerun = deploy()
+    TIMINGS["no-change re-run"] = rerun.seconds
+    assert rerun.returncode == 0, rerun.log[-3000:]
+    assert rerun.changes == 0, rerun.changed_operations()
+    assert "sbatch job" in rerun.log  # verification ran again
+
+
+def test_added_compute_host_joins_the_cluster(first_deploy, deploy, lab_host):
+    new_node = f"c{NODES + 1}"
+    lab("up", "--nodes", str(NODES + 1))
+    grown = deploy()
+    TIMINGS["rollout after adding a compute host"] = grown.seconds
+    assert grown.returncode == 0, grown.log[-5000:]
+    assert f"sinfo: {NODES + 1} nodes idle" in grown.log
+    assert f"srun -N{NODES + 1}: ran on" in grown.log and new_node in grown.log
+    rerun = deploy()
+    assert rerun.returncode == 0 and rerun.changes == 0, rerun.changed_operations()

@@ -1,0 +1,78 @@
+"""The rendered slurm.conf and cgroup.conf."""
+
+from __future__ import annotations
+
+from tasks.model import build_cluster
+from tasks.slurm import PATHS, packages_for, render_cgroup_conf, render_slurm_conf
+from tests.unit.conftest import inventory_host, small_cluster
+
+
+def settings_of(text: str) -> dict[str, list[str]]:
+    """slurm.conf as key -> every value it is given (comments and blanks dropped)."""
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            found.setdefault(key, []).append(value)
+    return found
+
+
+def test_one_node():
+    hosts = [inventory_host("head", "slurm_controller", "slurm_compute", cpus=2, memory_mb=2000)]
+    text = render_slurm_conf(build_cluster(hosts, {"slurm_cluster_name": "lab"}))
+    conf = settings_of(text)
+    assert conf["ClusterName"] == ["lab"] and conf["SlurmctldHost"] == ["head"]
+    assert conf["SelectType"] == ["select/cons_tres"] and conf["SelectTypeParameters"] == ["CR_CPU"]
+    assert conf["SlurmUser"] == ["slurm"] and conf["AuthType"] == ["auth/munge"]
+    assert "NodeName=head CPUs=2 Sockets=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=2000 State=UNKNOWN" in text
+    assert "PartitionName=debug Nodes=head Default=YES MaxTime=INFINITE State=UP" in text
+    # every key once (NodeName/PartitionName lines aside)
+    assert all(len(v) == 1 for k, v in conf.items() if k not in ("NodeName", "PartitionName"))
+    assert conf["SlurmdSpoolDir"] != conf["StateSaveLocation"]
+    assert text.endswith("\n") and "\n\n\n" not in text
+
+
+def test_eight_heterogeneous_nodes_and_partitions():
+    hosts = [inventory_host("head", "slurm_controller", "galaxy", address="10.0.0.1")]
+    shapes = [(2, 1, 1, 4000), (4, 1, 2, 8000), (8, 2, 1, 16000), (16, 2, 2, 64000)]
+    for i in range(8):
+        cpus, sockets, threads, memory = shapes[i % 4]
+        hosts.append(inventory_host(f"n{i}", "slurm_compute", address=f"10.0.0.{20 + i}",
+                                    cpus=cpus, sockets=sockets, threads=threads, memory_mb=memory))
+    hosts[8] = inventory_host("n7", "slurm_compute", address="10.0.0.27", cpus=16, sockets=2, threads=2, memory_mb=64000,
+                              data={"slurm_node": {"real_memory": 60000}})
+    partitions = [
+        {"name": "small", "nodes": ["n0", "n1", "n4", "n5"], "default": True, "max_time": "1:00:00"},
+        {"name": "big", "nodes": ["n3", "n7"], "extra": {"OverSubscribe": "NO"}},
+    ]
+    text = render_slurm_conf(build_cluster(hosts, {"slurm_partitions": partitions, "slurm_config_extra": {"MaxJobCount": 5000}}))
+    conf = settings_of(text)
+    assert len(conf["NodeName"]) == 8
+    assert "n0 CPUs=2 Sockets=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=4000 State=UNKNOWN" in conf["NodeName"]
+    assert "n3 CPUs=16 Sockets=2 CoresPerSocket=4 ThreadsPerCore=2 RealMemory=64000 State=UNKNOWN" in conf["NodeName"]
+    assert "n7 CPUs=16 Sockets=2 CoresPerSocket=4 ThreadsPerCore=2 RealMemory=60000 State=UNKNOWN" in conf["NodeName"]
+    assert conf["PartitionName"] == [
+        "small Nodes=n0,n1,n4,n5 Default=YES MaxTime=1:00:00 State=UP",
+        "big Nodes=n3,n7 Default=NO MaxTime=INFINITE State=UP OverSubscribe=NO",
+    ]
+    assert conf["MaxJobCount"] == ["5000"]
+    assert "head" not in " ".join(conf["NodeName"])  # the controller is not a compute node here
+
+
+def test_rendering_is_deterministic(hosts):
+    assert render_slurm_conf(build_cluster(hosts, {})) == render_slurm_conf(build_cluster(list(hosts), {}))
+
+
+def test_cgroup_conf_only_with_cgroup_plugins():
+    assert render_cgroup_conf(build_cluster(small_cluster(1), {})) is None
+    text = render_cgroup_conf(build_cluster(small_cluster(1, cgroup="v2"), {}))
+    assert "CgroupPlugin=cgroup/v2\n" in text and "ConstrainCores=yes\n" in text
+
+
+def test_packages_by_role():
+    assert packages_for(frozenset({"controller", "galaxy"})) == ["slurm-client", "slurmctld"]
+    assert packages_for(frozenset({"compute"})) == ["slurm-client", "slurmd"]
+
+
+def test_paths_keep_spool_and_state_apart():
+    assert PATHS.slurmd_spool != PATHS.state_save
