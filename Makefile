@@ -11,6 +11,11 @@ LAB_SUBNET ?= 10.213.0.0/24
 LAB := $(PYTHON) lab/lab.py --name $(LAB_NAME) --subnet $(LAB_SUBNET)
 export LAB_INVENTORY := /var/lib/pgs-lab/$(LAB_NAME)/hosts.json
 export RELEASE
+# A slurm-drmaa release tarball, for Galaxy's DRMAA runner in the lab (whose hosts
+# reach no release downloads). Without one, the lab uses the CLI runner and the
+# DRMAA tests are skipped.
+SLURM_DRMAA_TARBALL ?= $(wildcard /var/cache/pgs-lab/slurm-drmaa/slurm-drmaa-1.1.6.tar.gz)
+export SLURM_DRMAA_TARBALL
 
 .PHONY: all demo test unit lab-test deploy lab-up lab-down lab-status deps venv clean
 

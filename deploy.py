@@ -5,14 +5,20 @@ any host is changed; then each layer is rolled out bottom to top and verified.
 """
 
 from tasks.cluster import current_cluster
+from tasks.drmaa import install_slurm_drmaa
+from tasks.galaxy import install_galaxy, prepare_galaxy_hosts
 from tasks.hosts import configure_hosts
 from tasks.munge import install_munge
 from tasks.slurm import install_slurm
-from tasks.verify import verify_slurm
+from tasks.verify import verify_galaxy, verify_slurm
 
 cluster = current_cluster()
 
 configure_hosts(cluster)
 install_munge(cluster)
 install_slurm(cluster)
+prepare_galaxy_hosts(cluster)
+install_slurm_drmaa(cluster)
+install_galaxy(cluster)
 verify_slurm(cluster)
+verify_galaxy(cluster)

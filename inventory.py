@@ -29,8 +29,19 @@ def _lab_groups(path: str) -> dict[str, list]:
     groups: dict[str, list] = {"slurm_controller": [], "slurm_compute": [], "galaxy": []}
     for lab_host in lab["hosts"]:
         for group in lab_host["groups"]:
-            groups[group].append((lab_host["name"], {"ssh_hostname": lab_host["address"], **ssh}))
+            data = {"ssh_hostname": lab_host["address"], **ssh}
+            if group == "galaxy":
+                data.update(_lab_galaxy())
+            groups[group].append((lab_host["name"], data))
     return groups
+
+
+def _lab_galaxy() -> dict:
+    """The lab shares galaxy_root by a bind mount, and reaches no release downloads:
+    the DRMAA runner needs a slurm-drmaa tarball given in SLURM_DRMAA_TARBALL."""
+    tarball = os.environ.get("SLURM_DRMAA_TARBALL")
+    runner = {"galaxy_job_runner": "drmaa", "slurm_drmaa": {"tarball": tarball}} if tarball else {"galaxy_job_runner": "cli"}
+    return {"shared_fs": "existing", **runner}
 
 
 if _LAB_INVENTORY:

@@ -10,46 +10,34 @@ from __future__ import annotations
 import os
 
 import gevent
-from gevent.lock import BoundedSemaphore
 from pyinfra import inventory, logger, state
 from pyinfra.api.exceptions import PyinfraError
 
+from tasks.common import once
 from tasks.facts import HostProfile
 from tasks.model import CONTROLLER_GROUP, Cluster, ClusterConfigError, InventoryHost, build_cluster
 
 # Where secrets fetched from the cluster (the munge key) are kept on the deploying machine.
 SECRETS_DIR = os.environ.get("PGS_SECRETS_DIR", ".secrets")
 
-_lock = BoundedSemaphore()
-_built: Cluster | PyinfraError | None = None
 
-
+@once
 def current_cluster() -> Cluster:
-    global _built
-    with _lock:
-        if _built is None:
-            _built = _build()
-    if isinstance(_built, PyinfraError):
-        raise _built
-    return _built
-
-
-def _build() -> Cluster | PyinfraError:
     if state.config.DIFF:
-        return PyinfraError("--diff prints old and new contents of every changed file, secrets included; run without it")
+        raise PyinfraError("--diff prints old and new contents of every changed file, secrets included; run without it")
     hosts = list(inventory)
     readers = {host: gevent.spawn(host.get_fact, HostProfile) for host in hosts}
     gevent.joinall(list(readers.values()))
     unreadable = [f"{host.name}: {reader.exception or 'no answer'}" for host, reader in readers.items() if not reader.value]
     if unreadable:
-        return PyinfraError("could not read these hosts, nothing was changed:\n  " + "\n  ".join(unreadable))
+        raise PyinfraError("could not read these hosts, nothing was changed:\n  " + "\n  ".join(unreadable))
     specs = [InventoryHost(h.name, frozenset(h.groups), h.data.dict(), readers[h].value) for h in hosts]
     # Cluster-wide settings come from the controller's data (group_data/all.py and its groups).
     controllers = inventory.get_group(CONTROLLER_GROUP, default=[]) or hosts
     try:
         cluster = build_cluster(specs, controllers[0].data)
     except ClusterConfigError as error:
-        return PyinfraError(str(error))
+        raise PyinfraError(str(error)) from None
     for warning in cluster.warnings:
         logger.warning(warning)
     # Secrets fetched from the cluster (the munge key) stay in a private directory.

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import wraps
 from pathlib import Path
+from typing import TypeVar
+
+from gevent.lock import BoundedSemaphore
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pyinfra.api.operation import OperationMeta
@@ -34,3 +38,33 @@ def project_file(name: str) -> str:
 def any_changed(*metas: OperationMeta) -> Callable[[], bool]:
     """An `_if=` condition: true when any of these operations changed its host."""
     return lambda: any(meta.did_change() for meta in metas)
+
+
+T = TypeVar("T")
+
+
+def once(build: Callable[[], T]) -> Callable[[], T]:
+    """Run `build` once per pyinfra run, however many host greenlets ask.
+
+    pyinfra runs deploy.py once per host, each in a greenlet that switches at
+    every remote command: a plain memo would be filled by every greenlet. The
+    lock makes the others wait for the first; an exception is kept and raised
+    to every caller, so each host reports the same error.
+    """
+    lock = BoundedSemaphore()
+    result: list = []
+
+    @wraps(build)
+    def get() -> T:
+        with lock:
+            if not result:
+                try:
+                    result.append((True, build()))
+                except Exception as error:  # noqa: BLE001 - re-raised to every caller
+                    result.append((False, error))
+        ok, value = result[0]
+        if not ok:
+            raise value
+        return value
+
+    return get

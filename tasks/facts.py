@@ -16,6 +16,9 @@ awk '/^MemTotal:/ {print "memory_kb=" $2}' /proc/meminfo
 . /etc/os-release 2>/dev/null; echo "codename=${VERSION_CODENAME:-}"
 echo "slurm_version=$(dpkg-query -W -f='${Version}' slurm-client 2>/dev/null)"
 echo "cgroup_fs=$(stat -fc %T /sys/fs/cgroup 2>/dev/null)"
+echo "python=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)"
+getent passwd | awk -F: '{print "user=" $1 ":" $3}'
+getent group | awk -F: '{print "group=" $1 ":" $3}'
 awk '$2 == "/sys/fs/cgroup" || $2 == "/sys/fs/cgroup/freezer" {split($4, o, ","); print "mount:" $2 "=" o[1]}' /proc/mounts
 true
 """
@@ -33,11 +36,16 @@ class HostProfile(FactBase[HostFacts]):
 
 def parse_host_profile(lines: list[str]) -> HostFacts:
     values: dict[str, str] = {}
+    accounts: dict[str, dict[str, int]] = {"user": {}, "group": {}}
     cpu_topology: set[tuple[str, str]] = set()
     logical_cpus = 0
     for line in lines:
         key, _, value = line.strip().partition("=")
-        if key == "cpu":
+        if key in accounts:
+            name, _, number = value.rpartition(":")
+            if number.isdigit():
+                accounts[key][name] = int(number)
+        elif key == "cpu":
             socket, core = value.split(",")[:2]
             cpu_topology.add((socket, core))
             logical_cpus += 1
@@ -58,6 +66,9 @@ def parse_host_profile(lines: list[str]) -> HostFacts:
         slurm_version=values.get("slurm_version") or None,
         cgroup_fs=values.get("cgroup_fs", ""),
         cgroup_writable=_cgroup_writable(values),
+        python=values.get("python", ""),
+        users=accounts["user"],
+        groups=accounts["group"],
     )
 
 

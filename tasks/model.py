@@ -9,6 +9,7 @@ host or setting, what is wrong and how to fix it.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import re
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tasks.jobconf import RUNNER_PLUGINS, build_job_conf, check_job_conf, native_specification_problems
 from tasks.platform import Platform, choose_cgroup, platform_for
 
 CONTROLLER_GROUP = "slurm_controller"
@@ -35,7 +37,44 @@ DEFAULTS: dict[str, Any] = {
     "slurm_return_to_service": 2,
     "manage_etc_hosts": True,
     "munge_key_file": None,  # None: the controller's key is the cluster's key
+    "deploy_galaxy": True,
 }
+
+# Galaxy settings and their defaults, read from the Galaxy host's data
+# (group_data/galaxy.py documents them).
+GALAXY_DEFAULTS: dict[str, Any] = {
+    "galaxy_user": "galaxy",
+    "galaxy_uid": 1500,
+    "galaxy_gid": 1500,
+    "galaxy_root": "/srv/galaxy",
+    "galaxy_install": True,  # False: keep the Galaxy already in the venv
+    "galaxy_version": "26.1.2",
+    "galaxy_bind": "127.0.0.1:8080",
+    "galaxy_handlers": 1,
+    "galaxy_admin_email": "admin@example.org",
+    "galaxy_job_runner": "drmaa",  # or "cli": sbatch/squeue through Galaxy's shell runner
+    "galaxy_job_workers": 4,
+    "galaxy_destinations": [
+        {"id": "slurm", "runner": "slurm", "native_specification": "--ntasks=1"},
+        {"id": "local", "runner": "local"},
+    ],
+    "galaxy_default_destination": "slurm",
+    "galaxy_config_extra": {},  # more galaxy.yml settings
+    "shared_fs": "nfs",  # "nfs": exported by the Galaxy host; "existing": already shared
+    "slurm_drmaa": {},  # see SLURM_DRMAA_DEFAULTS
+}
+SLURM_DRMAA_DEFAULTS: dict[str, Any] = {
+    "method": "source",  # "source", "package" or "path"
+    "version": "1.1.6",
+    "url": "https://github.com/natefoo/slurm-drmaa/releases/download/{version}/slurm-drmaa-{version}.tar.gz",
+    "sha256": None,  # required for a download
+    "tarball": None,  # a local release tarball to upload instead of downloading
+    "prefix": "/opt/slurm-drmaa",
+    "package": "slurm-drmaa1",
+    "path": None,  # method "path": the existing libdrmaa.so.1
+}
+SHARED_FS_CHOICES = ("nfs", "existing")
+JOB_RUNNERS = ("drmaa", "cli")
 
 # Per-host Slurm node settings that the inventory may give instead of detection.
 NODE_OVERRIDE_KEYS = ("cpus", "sockets", "cores_per_socket", "threads_per_core", "real_memory")
@@ -74,6 +113,9 @@ class HostFacts:
     slurm_version: str | None  # the installed Debian package version, if any
     cgroup_fs: str  # filesystem type at /sys/fs/cgroup: cgroup2fs on cgroup v2 hosts
     cgroup_writable: bool
+    python: str = ""  # python3's "major.minor"
+    users: Mapping[str, int] = field(default_factory=dict)  # name -> uid
+    groups: Mapping[str, int] = field(default_factory=dict)  # name -> gid
 
 
 @dataclass(frozen=True)
@@ -115,6 +157,101 @@ class ClusterHost:
 
 
 @dataclass(frozen=True)
+class Destination:
+    """A Galaxy job destination; `runner` is a plugin id: "slurm" or "local"."""
+
+    id: str
+    runner: str
+    native_specification: str | None = None
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SlurmDrmaa:
+    method: str  # "source", "package" or "path"
+    version: str
+    url: str | None
+    sha256: str | None
+    tarball: str | None
+    prefix: str
+    package: str
+    path: str | None
+
+    @property
+    def library_path(self) -> str:
+        if self.method == "path":
+            return str(self.path)
+        if self.method == "package":
+            return "/usr/lib/slurm-drmaa/lib/libdrmaa.so.1"  # where slurm-drmaa1 packages put it
+        return f"{self.prefix}/lib/libdrmaa.so.1"
+
+
+@dataclass(frozen=True)
+class Galaxy:
+    host: ClusterHost
+    user: str
+    uid: int
+    gid: int
+    root: str
+    install: bool
+    version: str
+    bind: str
+    handlers: int
+    admin_email: str
+    job_runner: str  # "drmaa" or "cli"
+    job_workers: int
+    destinations: tuple[Destination, ...]
+    default_destination: str
+    config_extra: Mapping[str, Any]
+    shared_fs: str
+    drmaa: SlurmDrmaa | None  # None with the CLI runner
+
+    @property
+    def venv(self) -> str:
+        return f"{self.root}/venv"
+
+    @property
+    def config_dir(self) -> str:
+        return f"{self.root}/config"
+
+    @property
+    def data_dir(self) -> str:
+        return f"{self.root}/data"
+
+    @property
+    def log_dir(self) -> str:
+        return f"{self.root}/log"
+
+    @property
+    def port(self) -> int:
+        return int(self.bind.rsplit(":", 1)[1])
+
+    @property
+    def local_url(self) -> str:
+        """Galaxy's address as seen on the Galaxy host itself."""
+        address = self.bind.rsplit(":", 1)[0]
+        return f"http://{'127.0.0.1' if address in ('0.0.0.0', '*', '') else address}:{self.port}"
+
+    @property
+    def handler_names(self) -> list[str]:
+        return [f"handler{i}" for i in range(self.handlers)]
+
+    @property
+    def drmaa_library_path(self) -> str | None:
+        return self.drmaa.library_path if self.drmaa else None
+
+    @property
+    def pip_packages(self) -> list[str]:
+        galaxy = [f"galaxy-web-apps=={self.version}", f"galaxy-web-client=={self.version}", "gravity"] if self.install else []
+        # fissix: Galaxy's metadata step needs lib2to3 or fissix on every node that runs jobs.
+        return galaxy + ["fissix", "drmaa"]
+
+    def runner_plugins(self) -> dict[str, str]:
+        """Plugin id -> runner class: "slurm" is the DRMAA or the CLI runner, as chosen."""
+        return {"local": RUNNER_PLUGINS["local"], "slurm": RUNNER_PLUGINS[self.job_runner]}
+
+
+@dataclass(frozen=True)
 class Cluster:
     name: str
     hosts: tuple[ClusterHost, ...]
@@ -129,6 +266,7 @@ class Cluster:
     config_extra: Mapping[str, str]
     manage_etc_hosts: bool
     munge_key_file: str | None
+    galaxy: Galaxy | None = None
     warnings: tuple[str, ...] = ()
 
     @property
@@ -195,6 +333,8 @@ def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any]) -> Cl
     uses_cgroup = "cgroup" in proctrack or "cgroup" in task_plugin
     cgroup_conf = (cgroup.cgroup_conf or {"CgroupPlugin": "autodetect"}) if uses_cgroup else None
 
+    galaxy = _galaxy(hosts, cluster_hosts, config["deploy_galaxy"], problems)
+
     extra = config["slurm_config_extra"]
     if not isinstance(extra, Mapping):
         problems.append("slurm_config_extra: must be a mapping of slurm.conf keys to values, e.g. {'MaxJobCount': 10000}")
@@ -216,6 +356,7 @@ def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any]) -> Cl
         config_extra={str(k): str(v) for k, v in extra.items()},
         manage_etc_hosts=bool(config["manage_etc_hosts"]),
         munge_key_file=config["munge_key_file"],
+        galaxy=galaxy,
         warnings=tuple(warnings),
     )
 
@@ -345,6 +486,176 @@ def _select_type_parameters(value: Any, problems: list[str]) -> str:
             + f"give exactly one of {', '.join(SELECT_TYPE_BASES)}, optionally with modifiers like CR_LLN"
         )
     return ",".join(parts)
+
+
+def _galaxy(hosts: list[InventoryHost], cluster_hosts: list[ClusterHost], enabled: bool,
+            problems: list[str]) -> Galaxy | None:
+    if not enabled:
+        return None
+    galaxy_hosts = [h for h in hosts if GALAXY_GROUP in h.groups]
+    if len(galaxy_hosts) != 1:
+        listed = ", ".join(h.name for h in galaxy_hosts) or "none"
+        problems.append(
+            f"group {GALAXY_GROUP}: needs exactly one host when deploy_galaxy is on, has {len(galaxy_hosts)} ({listed}); "
+            f"list the Galaxy server in {GALAXY_GROUP} in inventory.py, or set deploy_galaxy = False"
+        )
+        return None
+    (inventory_host,) = galaxy_hosts
+    cluster_host = next((h for h in cluster_hosts if h.inventory_name == inventory_host.name), None)
+    if cluster_host is None:
+        return None
+    data = inventory_host.data
+    config = {key: data.get(key, default) for key, default in GALAXY_DEFAULTS.items()}
+    runner = config["galaxy_job_runner"]
+    if runner not in JOB_RUNNERS:
+        problems.append(f"galaxy_job_runner: '{runner}' is unknown; use 'drmaa' (slurm-drmaa) or 'cli' (sbatch through a shell)")
+    if config["shared_fs"] not in SHARED_FS_CHOICES:
+        problems.append(
+            f"shared_fs: '{config['shared_fs']}' is unknown; use 'nfs' (the Galaxy host exports {config['galaxy_root']}) "
+            "or 'existing' (it is already shared at the same path on every compute host)"
+        )
+    for key in ("galaxy_uid", "galaxy_gid", "galaxy_handlers", "galaxy_job_workers"):
+        _check_positive_int(config[key], key, problems)
+    bind = str(config["galaxy_bind"])
+    if not re.fullmatch(r"[^\s:]+:\d{1,5}", bind):
+        problems.append(f"galaxy_bind: '{bind}' is not host:port; e.g. 127.0.0.1:8080")
+    if not str(config["galaxy_root"]).startswith("/"):
+        problems.append(f"galaxy_root: '{config['galaxy_root']}' is not an absolute path")
+    _check_galaxy_account(hosts, config, problems)
+    _check_job_python(hosts, inventory_host, problems)
+
+    destinations = _destinations(config["galaxy_destinations"], problems)
+    drmaa = _slurm_drmaa(config["slurm_drmaa"], problems) if runner == "drmaa" else None
+    galaxy = Galaxy(
+        host=cluster_host,
+        user=str(config["galaxy_user"]),
+        uid=config["galaxy_uid"],
+        gid=config["galaxy_gid"],
+        root=str(config["galaxy_root"]).rstrip("/"),
+        install=bool(config["galaxy_install"]),
+        version=str(config["galaxy_version"]),
+        bind=bind,
+        handlers=config["galaxy_handlers"],
+        admin_email=str(config["galaxy_admin_email"]),
+        job_runner=runner if runner in JOB_RUNNERS else "cli",
+        job_workers=config["galaxy_job_workers"],
+        destinations=destinations,
+        default_destination=str(config["galaxy_default_destination"]),
+        config_extra=dict(config["galaxy_config_extra"]),
+        shared_fs=config["shared_fs"],
+        drmaa=drmaa,
+    )
+    if not any(p.startswith(("galaxy_handlers", "galaxy_job_workers")) for p in problems):
+        problems.extend(f"galaxy_destinations: {p}" for p in check_job_conf(build_job_conf(galaxy)))
+    return galaxy
+
+
+def _destinations(raw: Any, problems: list[str]) -> tuple[Destination, ...]:
+    if not isinstance(raw, list) or not raw:
+        problems.append("galaxy_destinations: must be a non-empty list like [{'id': 'slurm', 'runner': 'slurm'}]")
+        return ()
+    destinations = []
+    for index, entry in enumerate(raw):
+        where = f"galaxy_destinations[{index}]"
+        if not isinstance(entry, Mapping) or not entry.get("id") or not entry.get("runner"):
+            problems.append(f"{where}: must be a mapping with an 'id' and a 'runner' ('slurm' or 'local')")
+            continue
+        spec = entry.get("native_specification")
+        for problem in native_specification_problems(str(spec)) if spec else []:
+            problems.append(f"{where} ({entry['id']}).native_specification '{spec}': {problem}; see `man sbatch`")
+        destinations.append(Destination(
+            id=str(entry["id"]),
+            runner=str(entry["runner"]),
+            native_specification=str(spec) if spec else None,
+            params={str(k): str(v) for k, v in entry.get("params", {}).items()},
+        ))
+    return tuple(destinations)
+
+
+def _slurm_drmaa(raw: Any, problems: list[str]) -> SlurmDrmaa | None:
+    settings = {**SLURM_DRMAA_DEFAULTS, **(raw or {})}
+    unknown = sorted(set(settings) - set(SLURM_DRMAA_DEFAULTS))
+    if unknown:
+        problems.append(f"slurm_drmaa: unknown setting {', '.join(unknown)}; use {', '.join(SLURM_DRMAA_DEFAULTS)}")
+    method = settings["method"]
+    sha256 = settings["sha256"]
+    tarball = settings["tarball"]
+    if method == "source":
+        if sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", str(sha256)):
+            problems.append(f"slurm_drmaa.sha256: '{sha256}' is not a sha256 (64 lowercase hex digits)")
+        elif tarball:
+            if not os.path.isfile(tarball):
+                problems.append(f"slurm_drmaa.tarball: {tarball} does not exist on this machine")
+            elif sha256 and sha256_of(tarball) != sha256:
+                problems.append(
+                    f"slurm_drmaa.tarball: {tarball} has sha256 {sha256_of(tarball)}, not the {sha256} given in "
+                    "slurm_drmaa.sha256; get the genuine release tarball or correct the checksum"
+                )
+        elif not sha256:
+            problems.append(
+                "slurm_drmaa.sha256: a download needs the sha256 of the release tarball "
+                f"(slurm-drmaa-{settings['version']}.tar.gz: `sha256sum` it); or give slurm_drmaa.tarball, "
+                "or use method 'package' or 'path'"
+            )
+    elif method == "path":
+        if not str(settings["path"] or "").startswith("/"):
+            problems.append("slurm_drmaa.path: method 'path' needs the absolute path of an existing libdrmaa.so.1")
+    elif method != "package":
+        problems.append(f"slurm_drmaa.method: '{method}' is unknown; use 'source', 'package' or 'path'")
+    return SlurmDrmaa(
+        method=method,
+        version=str(settings["version"]),
+        url=str(settings["url"]).format(version=settings["version"]) if settings["url"] else None,
+        sha256=sha256,
+        tarball=tarball,
+        prefix=str(settings["prefix"]),
+        package=str(settings["package"]),
+        path=settings["path"],
+    )
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_galaxy_account(hosts: list[InventoryHost], config: Mapping[str, Any], problems: list[str]) -> None:
+    """The galaxy user and group get the same ids everywhere: refuse ids taken by others."""
+    checks = (("user", config["galaxy_user"], config["galaxy_uid"], "galaxy_uid", "users"),
+              ("group", config["galaxy_user"], config["galaxy_gid"], "galaxy_gid", "groups"))
+    for kind, name, wanted, setting, table in checks:
+        for host in hosts:
+            ids: Mapping[str, int] = getattr(host.facts, table)
+            if name in ids and ids[name] != wanted:
+                problems.append(
+                    f"host {host.name}: {kind} {name} exists with id {ids[name]}, not {setting} {wanted}; "
+                    f"set {setting} = {ids[name]} if that id is free on every host, or change the {kind} there"
+                )
+            holders = [n for n, i in ids.items() if i == wanted and n != name]
+            if holders:
+                problems.append(
+                    f"host {host.name}: {setting} {wanted} already belongs to {kind} {holders[0]}; "
+                    f"choose a {setting} that is free on every cluster host"
+                )
+
+
+def _check_job_python(hosts: list[InventoryHost], galaxy_host: InventoryHost, problems: list[str]) -> None:
+    """Jobs run Galaxy's venv on the compute nodes: its Python must be there too."""
+    wanted = galaxy_host.facts.python
+    for host in hosts:
+        if COMPUTE_GROUP in host.groups and host.facts.python and wanted and host.facts.python != wanted:
+            problems.append(
+                f"host {host.name}: python3 is {host.facts.python} but Galaxy's venv on {galaxy_host.name} uses "
+                f"{wanted}, and jobs run that venv on compute hosts; use the same Debian release on both"
+            )
+
+
+def _check_positive_int(value: Any, where: str, problems: list[str]) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        problems.append(f"{where}: {value!r} is not a positive whole number")
 
 
 def _check_versions(hosts: list[ClusterHost], problems: list[str]) -> None:

@@ -7,6 +7,7 @@ a fixed time, and fail the host with what an admin needs to see.
 
 from __future__ import annotations
 
+import json
 import shlex
 import time
 
@@ -17,9 +18,13 @@ from pyinfra.operations import files
 from tasks.common import project_file
 from tasks.model import Cluster
 
-VERIFY_SCRIPT = "/usr/local/share/pyinfra-galaxy-slurm/slurm-verify.sbatch"
+SHARE_DIR = "/usr/local/share/pyinfra-galaxy-slurm"
+VERIFY_SCRIPT = f"{SHARE_DIR}/slurm-verify.sbatch"
+GALAXY_VERIFY_SCRIPT = f"{SHARE_DIR}/galaxy-verify.py"
 IDLE_TIMEOUT = 90
 JOB_TIMEOUT = 120
+GALAXY_START_TIMEOUT = 240
+LOG_TAIL_LINES = 40
 
 
 class CheckFailed(Exception):
@@ -92,9 +97,94 @@ def _batch_job() -> None:
     report(f"sbatch job {job_id} completed on {node} in {time.monotonic() - started:.1f} s")
 
 
+@operation(is_idempotent=True)
+def file_present(path: str):
+    """Fail the host when `path` does not exist (a file the deploy relies on but does not make)."""
+    if host.state.is_executing and not run(f"test -e {shlex.quote(path)}")[0]:
+        yield fail(f"{path} does not exist on {host.name}")
+
+
+def _log_tails(logs: list[str]) -> str:
+    return "\n".join(run(f"echo '--- {log}'; tail -n {LOG_TAIL_LINES} {log} 2>&1")[1] for log in logs)
+
+
+@operation(is_idempotent=True)
+def galaxy_answers(url: str, programs: list[str], logs: list[str]):
+    """Wait until Galaxy answers `url` and every program in `programs` is RUNNING
+    under supervisor with its job runners loaded; else fail with the log tails."""
+    if not host.state.is_executing:
+        return
+    started = time.monotonic()
+    status = ""
+    while time.monotonic() - started < GALAXY_START_TIMEOUT:
+        answered, _ = run(f"python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' {url}")
+        _, status = run(f"supervisorctl status {' '.join(programs)} || true")
+        states = {line.split()[0]: line.split()[1] for line in status.splitlines() if len(line.split()) > 1}
+        if any(states.get(p) in ("FATAL", "BACKOFF", "EXITED") for p in programs):
+            break
+        handler_logs = [log for log in logs if "/handler" in log]
+        # Runners loaded since the handler's last start (older lines may be from before a restart).
+        runners_loaded = all(
+            run(f"awk '/will load all configured runner plugins/ {{n = 0}} /Loaded job runner/ {{n++}} END {{exit n == 0}}' {log}")[0]
+            for log in handler_logs
+        )
+        if answered and runners_loaded and all(states.get(p) == "RUNNING" for p in programs):
+            _, loaded = run(
+                f"for log in {' '.join(handler_logs)}; do tac $log | awk '/Loaded job runner/ {{print}} "
+                f"/will load all configured runner plugins/ {{exit}}'; done | grep -o \"Loaded job runner '[^']*' as '[^']*'\" | sort -u"
+            )
+            report(f"Galaxy answers {url} after {time.monotonic() - started:.1f} s; {', '.join(loaded.splitlines())}")
+            return
+        time.sleep(2)
+    yield fail(f"Galaxy did not come up within {GALAXY_START_TIMEOUT} s ({url}):\n{status}\n{_log_tails(logs)}")
+
+
+@operation(is_idempotent=True)
+def galaxy_job_through_slurm(command: str, compute_nodes: list[str], expected_user: str):
+    """A Galaxy upload job ran through Slurm on a compute node, as the galaxy user."""
+    if not host.state.is_executing:
+        return
+    ok, output = run(command, timeout=600)
+    try:
+        result = json.loads(output.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        result = {"error": output[-3000:]}
+    problems = [] if ok and result.get("ok") else [str(result.get("error", "verification failed"))]
+    if result.get("runner") and result.get("node") not in compute_nodes:
+        problems.append(f"ran on {result.get('node')!r}, not a compute node ({', '.join(compute_nodes)})")
+    if result.get("slurm_user") and result["slurm_user"] != expected_user:
+        problems.append(f"the Slurm job ran as {result['slurm_user']}, not {expected_user}")
+    if problems:
+        yield fail("Galaxy upload job through Slurm failed: " + "; ".join(problems) + f"\n{json.dumps(result, indent=1)}")
+        return
+    report(
+        f"Galaxy job {result['galaxy_job_id']} (runner {result['runner']}, handler {result['handler']}) "
+        f"= Slurm job {result['slurm_job_id']} ({result['slurm_job_name']}) on {result['node']} as {result['slurm_user']}: {result['slurm_state']}, "
+        f"Slurm run time {result['slurm_runtime']}, upload to dataset ok in {result['seconds_to_ok']} s"
+    )
+
+
 @deploy("Verify")
 def verify_slurm(cluster: Cluster) -> None:
     if host.name != cluster.controller.inventory_name:
         return
     files.put(name="Slurm test job script", src=project_file("slurm-verify.sbatch"), dest=VERIFY_SCRIPT, mode="0755")
     slurm_works(name="Slurm works: nodes idle, srun on all, sbatch job done", node_names=[n.name for n in cluster.nodes])
+
+
+@deploy("Verify Galaxy")
+def verify_galaxy(cluster: Cluster) -> None:
+    galaxy = cluster.galaxy
+    if galaxy is None or host.name != galaxy.host.inventory_name:
+        return
+    files.put(name="Galaxy verification script", src=project_file("galaxy-verify.py"), dest=GALAXY_VERIFY_SCRIPT, mode="0755")
+    command = (
+        f"python3 {GALAXY_VERIFY_SCRIPT} --url {galaxy.local_url} --secrets {galaxy.config_dir}/secrets.json "
+        f"--admin-email {shlex.quote(galaxy.admin_email)}"
+    )
+    galaxy_job_through_slurm(
+        name="A Galaxy upload job runs through Slurm",
+        command=command,
+        compute_nodes=[n.name for n in cluster.nodes],
+        expected_user=galaxy.user,
+    )

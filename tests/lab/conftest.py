@@ -22,6 +22,8 @@ LAB_NAME = os.environ.get("TEST_LAB_NAME", "pgstest")
 LAB_SUBNET = os.environ.get("TEST_LAB_SUBNET", "10.213.1.0/24")
 NODES = int(os.environ.get("TEST_LAB_NODES", "2"))
 RELEASE = os.environ.get("RELEASE", "bookworm")
+# A slurm-drmaa release tarball for the DRMAA runner tests (lab hosts reach no release downloads).
+DRMAA_TARBALL = os.environ.get("SLURM_DRMAA_TARBALL", "")
 HOST_NAMES = [f"{LAB_NAME}-head"] + [f"{LAB_NAME}-c{i}" for i in range(1, NODES + 1)]
 COMPUTE_NAMES = HOST_NAMES[1:]
 TIMINGS: dict[str, float] = {}
@@ -64,12 +66,18 @@ def secrets_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("secrets")
 
 
-@pytest.fixture(scope="session")
-def deploy(lab_inventory, secrets_dir):
-    """Run the deploy against the test lab; returns a DeployRun."""
+class Deployer:
+    """Runs the deploy against the test lab. The Galaxy job runner is the CLI one
+    until a test switches `drmaa_tarball` on; later runs keep that choice."""
 
-    def run(*extra: str) -> DeployRun:
-        env = {**os.environ, "LAB_INVENTORY": str(lab_inventory), "PGS_SECRETS_DIR": str(secrets_dir)}
+    def __init__(self, lab_inventory: Path, secrets_dir: Path):
+        self.lab_inventory = lab_inventory
+        self.secrets_dir = secrets_dir
+        self.drmaa_tarball = ""
+
+    def __call__(self, *extra: str) -> DeployRun:
+        env = {**os.environ, "LAB_INVENTORY": str(self.lab_inventory), "PGS_SECRETS_DIR": str(self.secrets_dir),
+               "SLURM_DRMAA_TARBALL": self.drmaa_tarball}
         started = time.monotonic()
         process = subprocess.run(
             [str(Path(sys.executable).parent / "pyinfra"), "-y", "--json", *extra, "inventory.py", "deploy.py"],
@@ -82,7 +90,10 @@ def deploy(lab_inventory, secrets_dir):
             result = None
         return DeployRun(process.returncode, result, process.stderr, seconds)
 
-    return run
+
+@pytest.fixture(scope="session")
+def deploy(lab_inventory, secrets_dir) -> Deployer:
+    return Deployer(lab_inventory, secrets_dir)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,8 @@ from tasks.model import HostFacts, InventoryHost
 
 
 def facts(hostname: str, cpus: int = 4, sockets: int = 1, threads: int = 1, memory_mb: int = 7900,
-          codename: str = "bookworm", slurm_version: str | None = None, cgroup: str = "v1-ro") -> HostFacts:
+          codename: str = "bookworm", slurm_version: str | None = None, cgroup: str = "v1-ro",
+          python: str = "3.11", users: dict | None = None, groups: dict | None = None) -> HostFacts:
     return HostFacts(
         hostname=hostname,
         cpus=cpus,
@@ -20,6 +21,9 @@ def facts(hostname: str, cpus: int = 4, sockets: int = 1, threads: int = 1, memo
         slurm_version=slurm_version,
         cgroup_fs="cgroup2fs" if cgroup == "v2" else "tmpfs",
         cgroup_writable=cgroup == "v2",
+        python=python,
+        users=users or {"root": 0, "munge": 100},
+        groups=groups or {"root": 0, "munge": 101},
     )
 
 
@@ -32,8 +36,14 @@ def inventory_host(name: str, *groups: str, address: str = "10.0.0.1", data: dic
     )
 
 
-def small_cluster(compute: int = 2, **fact_args) -> list[InventoryHost]:
-    hosts = [inventory_host("head", "slurm_controller", "galaxy", address="10.0.0.10", **fact_args)]
+# The Galaxy host of the small test clusters uses the CLI runner: the DRMAA
+# default needs a slurm-drmaa checksum (tested in test_galaxy_model.py).
+CLI_RUNNER = {"galaxy_job_runner": "cli"}
+
+
+def small_cluster(compute: int = 2, galaxy: dict | None = None, **fact_args) -> list[InventoryHost]:
+    head_data = {**CLI_RUNNER, **(galaxy or {})}
+    hosts = [inventory_host("head", "slurm_controller", "galaxy", address="10.0.0.10", data=head_data, **fact_args)]
     hosts += [inventory_host(f"c{i}", "slurm_compute", address=f"10.0.0.{10 + i}", **fact_args) for i in range(1, compute + 1)]
     return hosts
 

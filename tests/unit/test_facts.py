@@ -5,7 +5,8 @@ from tasks.facts import parse_host_profile
 
 def profile(*extra: str) -> list[str]:
     return ["hostname=node1.example.org", "cpus=4", "cpu=0,0", "cpu=0,0", "cpu=0,1", "cpu=0,1",
-            "memory_kb=24684092", "codename=bookworm", "slurm_version=", "cgroup_fs=tmpfs", *extra]
+            "memory_kb=24684092", "codename=bookworm", "slurm_version=", "cgroup_fs=tmpfs", "python=3.11",
+            "user=root:0", "user=munge:100", "group=root:0", "group=munge:101", *extra]
 
 
 def test_topology_memory_and_release():
@@ -34,3 +35,9 @@ def test_v1_host_with_writable_freezer():
 def test_installed_slurm_version():
     lines = [line for line in profile() if not line.startswith("slurm_version")]
     assert parse_host_profile(lines + ["slurm_version=22.05.8-4+deb12u3"]).slurm_version == "22.05.8-4+deb12u3"
+
+
+def test_python_and_accounts():
+    facts = parse_host_profile(profile())
+    assert facts.python == "3.11"
+    assert facts.users == {"root": 0, "munge": 100} and facts.groups == {"root": 0, "munge": 101}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tasks.model import build_cluster
 from tasks.slurm import PATHS, packages_for, render_cgroup_conf, render_slurm_conf
-from tests.unit.conftest import inventory_host, small_cluster
+from tests.unit.conftest import CLI_RUNNER, inventory_host, small_cluster
 
 
 def settings_of(text: str) -> dict[str, list[str]]:
@@ -19,7 +19,7 @@ def settings_of(text: str) -> dict[str, list[str]]:
 
 def test_one_node():
     hosts = [inventory_host("head", "slurm_controller", "slurm_compute", cpus=2, memory_mb=2000)]
-    text = render_slurm_conf(build_cluster(hosts, {"slurm_cluster_name": "lab"}))
+    text = render_slurm_conf(build_cluster(hosts, {"slurm_cluster_name": "lab", "deploy_galaxy": False}))
     conf = settings_of(text)
     assert conf["ClusterName"] == ["lab"] and conf["SlurmctldHost"] == ["head"]
     assert conf["SelectType"] == ["select/cons_tres"] and conf["SelectTypeParameters"] == ["CR_CPU"]
@@ -33,7 +33,7 @@ def test_one_node():
 
 
 def test_eight_heterogeneous_nodes_and_partitions():
-    hosts = [inventory_host("head", "slurm_controller", "galaxy", address="10.0.0.1")]
+    hosts = [inventory_host("head", "slurm_controller", "galaxy", address="10.0.0.1", data=CLI_RUNNER)]
     shapes = [(2, 1, 1, 4000), (4, 1, 2, 8000), (8, 2, 1, 16000), (16, 2, 2, 64000)]
     for i in range(8):
         cpus, sockets, threads, memory = shapes[i % 4]

@@ -1,0 +1,182 @@
+"""Galaxy: its account on every host, the shared directory, Galaxy in its venv,
+job_conf.xml, and its processes under supervisor.
+
+Jobs run as the galaxy user on compute nodes and read and write Galaxy's data
+and venv at the same paths there, so the account has the same uid/gid on every
+host and the Galaxy root is shared: over NFS from the Galaxy host
+(`shared_fs: nfs`) or by a filesystem the site already has (`existing`).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from io import BytesIO, StringIO
+
+from pyinfra import host, inventory
+from pyinfra.api import deploy
+from pyinfra.facts.files import File
+from pyinfra.operations import apt, files, pip, server, systemd
+
+from tasks.common import any_changed, once, render
+from tasks.jobconf import build_job_conf
+from tasks.model import Cluster, ClusterHost, Galaxy
+from tasks.verify import file_present, galaxy_answers
+
+SUPERVISOR_GROUP = "gx"
+SUPERVISOR_CONF = "/etc/supervisor/conf.d/galaxy.conf"
+SECRETS_FILE = "secrets.json"
+NFS_OPTIONS = "rw,sync,no_subtree_check"
+
+
+@deploy("Galaxy account and shared directory")
+def prepare_galaxy_hosts(cluster: Cluster) -> None:
+    galaxy = cluster.galaxy
+    if galaxy is None:
+        return
+    me = cluster.host(host.name)
+    server.group(name=f"Group {galaxy.user} (gid {galaxy.gid})", group=galaxy.user, gid=galaxy.gid)
+    server.user(
+        name=f"User {galaxy.user} (uid {galaxy.uid})",
+        user=galaxy.user,
+        uid=galaxy.uid,
+        group=galaxy.user,
+        home=galaxy.root,
+        shell="/bin/bash",
+        comment="Galaxy server and its jobs",
+        ensure_home=False,
+    )
+    if me == galaxy.host:
+        files.directory(name="Galaxy root", path=galaxy.root, user=galaxy.user, group=galaxy.user, mode="0755")
+        if galaxy.shared_fs == "nfs":
+            _export_galaxy_root(cluster, galaxy)
+    elif "compute" in me.roles:
+        if galaxy.shared_fs == "nfs":
+            _mount_galaxy_root(galaxy)
+        file_present(name=f"Galaxy's shared {galaxy.root} is here", path=f"{galaxy.root}/.")
+
+
+def _nfs_clients(cluster: Cluster, galaxy: Galaxy) -> list[ClusterHost]:
+    return [h for h in cluster.compute_hosts if h != galaxy.host]
+
+
+def _export_galaxy_root(cluster: Cluster, galaxy: Galaxy) -> None:
+    clients = _nfs_clients(cluster, galaxy)
+    if not clients:
+        return
+    apt.packages(name="NFS server", packages=["nfs-kernel-server"], no_recommends=True)
+    exports = files.block(
+        name=f"Export {galaxy.root} to the compute hosts",
+        path="/etc/exports",
+        content=nfs_exports_line(galaxy.root, clients),
+        marker="# {mark} pyinfra-galaxy-slurm galaxy",
+    )
+    systemd.service(name="NFS server enabled and running", service="nfs-server", running=True, enabled=True)
+    server.shell(name="Re-export NFS shares", commands=["exportfs -ra"], _if=exports.did_change)
+
+
+def nfs_exports_line(root: str, clients: list[ClusterHost]) -> str:
+    return f"{root} " + " ".join(f"{client.address or client.node_name}({NFS_OPTIONS})" for client in clients)
+
+
+def _mount_galaxy_root(galaxy: Galaxy) -> None:
+    device = f"{galaxy.host.address or galaxy.host.node_name}:{galaxy.root}"
+    apt.packages(name="NFS client", packages=["nfs-common"], no_recommends=True)
+    files.directory(name="Mount point for Galaxy's root", path=galaxy.root)
+    files.block(
+        name=f"{galaxy.root} from the Galaxy host in /etc/fstab",
+        path="/etc/fstab",
+        content=f"{device} {galaxy.root} nfs defaults,_netdev 0 0",
+        marker="# {mark} pyinfra-galaxy-slurm galaxy",
+    )
+    server.mount(name=f"Mount {galaxy.root} from the Galaxy host", path=galaxy.root, device=device, fs_type="nfs",
+                 options=["defaults", "_netdev"])
+
+
+@once
+def galaxy_secrets() -> dict[str, str]:
+    """Galaxy's id_secret and bootstrap admin API key: made on the first run, then
+    read back from the Galaxy host (over SFTP, never through command output)."""
+    from tasks.cluster import current_cluster
+
+    galaxy = current_cluster().galaxy
+    galaxy_host = inventory.get_host(galaxy.host.inventory_name)
+    path = f"{galaxy.config_dir}/{SECRETS_FILE}"
+    if galaxy_host.get_fact(File, path=path):
+        buffer = BytesIO()
+        galaxy_host.get_file(path, buffer)
+        return json.loads(buffer.getvalue())
+    return {"id_secret": secrets.token_hex(16), "admin_api_key": secrets.token_hex(32)}
+
+
+@deploy("Galaxy")
+def install_galaxy(cluster: Cluster) -> None:
+    galaxy = cluster.galaxy
+    if galaxy is None or host.name != galaxy.host.inventory_name:
+        return
+    owner = {"user": galaxy.user, "group": galaxy.user}
+    apt.packages(name="Python venv and supervisor", packages=["python3-venv", "supervisor"], no_recommends=True)
+    for path, mode in ((galaxy.config_dir, "0750"), (galaxy.data_dir, "0755"), (galaxy.log_dir, "0750")):
+        files.directory(name=f"Galaxy directory {path}", path=path, mode=mode, **owner)
+    packages = pip.packages(
+        name=f"Galaxy {galaxy.version if galaxy.install else '(kept)'} and DRMAA Python in {galaxy.venv}, as {galaxy.user}",
+        packages=galaxy.pip_packages,
+        virtualenv=galaxy.venv,
+        # The host's python3: a Python the galaxy user (and every compute node) can run.
+        virtualenv_kwargs={"venv": True, "python": "/usr/bin/python3"},
+        _su_user=galaxy.user,
+        _su_shell="/bin/sh",
+    )
+    file_present(name="Galaxy is in the venv", path=f"{galaxy.venv}/bin/galaxy-main")
+
+    secret_values = galaxy_secrets()
+    secrets_file = files.put(
+        name="Galaxy's secrets (kept on the Galaxy host)",
+        src=StringIO(json.dumps(secret_values, indent=2) + "\n"),
+        dest=f"{galaxy.config_dir}/{SECRETS_FILE}",
+        mode="0600",
+        **owner,
+    )
+    galaxy_yml = files.put(
+        name="galaxy.yml",
+        src=StringIO(render("galaxy.yml.j2", galaxy=galaxy, secrets=secret_values)),
+        dest=f"{galaxy.config_dir}/galaxy.yml",
+        mode="0600",
+        **owner,
+    )
+    job_conf = files.put(
+        name="job_conf.xml (checked before it replaces the live file)",
+        src=BytesIO(build_job_conf(galaxy)),
+        dest=f"{galaxy.config_dir}/job_conf.xml",
+        mode="0640",
+        **owner,
+    )
+    supervisor_conf = files.put(
+        name="supervisor's galaxy.conf",
+        src=StringIO(render("supervisor-galaxy.conf.j2", galaxy=galaxy, group=SUPERVISOR_GROUP)),
+        dest=SUPERVISOR_CONF,
+        user="root",
+        group="root",
+        mode="0644",
+    )
+    systemd.service(name="supervisor enabled and running", service="supervisor", running=True, enabled=True)
+    # `update` rereads galaxy.conf and restarts the programs whose section changed,
+    # environment included (a plain `restart` keeps the old environment).
+    server.shell(name="supervisorctl update", commands=["supervisorctl update"], _if=supervisor_conf.did_change)
+    restart_all = any_changed(packages, secrets_file, galaxy_yml)
+    server.shell(
+        name="Restart Galaxy for its new code or galaxy.yml",
+        commands=[f"supervisorctl restart '{SUPERVISOR_GROUP}:*'"],
+        _if=restart_all,
+    )
+    server.shell(
+        name="Restart the job handlers for the new job_conf.xml",
+        commands=["supervisorctl restart " + " ".join(f"{SUPERVISOR_GROUP}:{h}" for h in galaxy.handler_names)],
+        _if=lambda: job_conf.did_change() and not restart_all(),
+    )
+    galaxy_answers(
+        name="Galaxy answers its API and its handlers run",
+        url=f"{galaxy.local_url}/api/version",
+        programs=[f"{SUPERVISOR_GROUP}:{name}" for name in ["web", *galaxy.handler_names]],
+        logs=[f"{galaxy.log_dir}/{name}.log" for name in ["web", *galaxy.handler_names]],
+    )
