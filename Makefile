@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
-RELEASE ?= bookworm
+RELEASE ?= trixie
 NODES ?= 2
 LAB_NAME ?= pgs
 LAB_SUBNET ?= 10.213.0.0/24

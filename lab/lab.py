@@ -409,7 +409,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     up_parser = sub.add_parser("up")
     up_parser.add_argument("--nodes", type=int, default=int(os.environ.get("LAB_NODES", "2")))
-    up_parser.add_argument("--release", choices=RELEASES, default=os.environ.get("RELEASE", "bookworm"))
+    up_parser.add_argument("--release", choices=RELEASES, default=os.environ.get("RELEASE", "trixie"))
     down_parser = sub.add_parser("down")
     down_parser.add_argument("--purge-cache", action="store_true")
     for action in ("stop", "start"):

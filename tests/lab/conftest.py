@@ -21,7 +21,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 LAB_NAME = os.environ.get("TEST_LAB_NAME", "pgstest")
 LAB_SUBNET = os.environ.get("TEST_LAB_SUBNET", "10.213.1.0/24")
 NODES = int(os.environ.get("TEST_LAB_NODES", "2"))
-RELEASE = os.environ.get("RELEASE", "bookworm")
+RELEASE = os.environ.get("RELEASE", "trixie")
 # A slurm-drmaa release tarball for the DRMAA runner tests (lab hosts reach no release downloads).
 DRMAA_TARBALL = os.environ.get("SLURM_DRMAA_TARBALL", "")
 HOST_NAMES = [f"{LAB_NAME}-head"] + [f"{LAB_NAME}-c{i}" for i in range(1, NODES + 1)]

@@ -195,3 +195,11 @@ def test_all_problems_reported_at_once():
     assert [p.split(":")[0] for p in problems] == [
         "group slurm_controller", "host c1", "slurm_partitions[0] (x y).name", "slurm_select_type_parameters", "group galaxy",
     ]
+
+
+def test_debian_12_node_cannot_join_a_debian_13_controller():
+    hosts = small_cluster(2, codename="trixie", python="3.13")
+    hosts[2] = inventory_host("c2", "slurm_compute", address="10.0.0.12", codename="bookworm", python="3.13")
+    (problem,) = problems_of(hosts, deploy_galaxy=False)
+    assert problem.startswith("host c2: Slurm 22.05 (bookworm) cannot work with slurmctld 24.11 on head (trixie)")
+    assert "at most 3 releases older" in problem

@@ -76,3 +76,25 @@ def test_packages_by_role():
 
 def test_paths_keep_spool_and_state_apart():
     assert PATHS.slurmd_spool != PATHS.state_save
+
+
+def test_debian_13_slurm_24_11():
+    hosts = small_cluster(2, codename="trixie", python="3.13")
+    cluster = build_cluster(hosts, {"slurm_select_type": "select/cons_res"})
+    conf = settings_of(render_slurm_conf(cluster))
+    assert cluster.platform.slurm == "24.11" and cluster.platform.config_dir == "/etc/slurm"
+    assert conf["SlurmUser"] == ["slurm"]  # slurmctld runs as slurm on Debian 13 and aborts without it
+    assert conf["SelectType"] == ["select/cons_tres"]  # cons_res is gone in 24.11
+    assert "SlurmctldPidFile" not in conf and "SlurmdPidFile" not in conf  # the units' defaults fit
+
+
+def test_same_text_for_both_releases_apart_from_the_header():
+    bookworm = render_slurm_conf(build_cluster(small_cluster(2), {})).splitlines()
+    trixie = render_slurm_conf(build_cluster(small_cluster(2, codename="trixie", python="3.13"), {})).splitlines()
+    assert [a for a, b in zip(bookworm, trixie) if a != b] == ["# slurm.conf for cluster galaxy, Slurm 22.05."]
+
+
+def test_cgroup_plugin_choice_does_not_depend_on_release():
+    cluster = build_cluster(small_cluster(1, codename="trixie", python="3.13", cgroup="v2"), {})
+    assert cluster.proctrack_type == "proctrack/cgroup"
+    assert "CgroupPlugin=cgroup/v2" in render_cgroup_conf(cluster)
