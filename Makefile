@@ -17,7 +17,7 @@ export RELEASE
 SLURM_DRMAA_TARBALL ?= $(wildcard /var/cache/pgs-lab/slurm-drmaa/slurm-drmaa-1.1.6.tar.gz)
 export SLURM_DRMAA_TARBALL
 
-.PHONY: all demo test unit lab-test deploy lab-up lab-down lab-status deps venv clean
+.PHONY: all demo test unit lab-test bench deploy lab-up lab-down lab-status deps venv clean
 
 all: test
 
@@ -56,6 +56,10 @@ unit: venv
 
 lab-test: venv
 	$(VENV)/bin/pytest tests/lab
+
+# Timings on the lab (its own lab, fresh hosts each time): bench/results.json and a table.
+bench: deps venv
+	$(VENV)/bin/python bench/bench.py --release $(RELEASE)
 
 clean: lab-down
 	rm -rf $(VENV) .secrets

@@ -10,9 +10,11 @@ from tasks.galaxy import install_galaxy, prepare_galaxy_hosts
 from tasks.hosts import configure_hosts
 from tasks.munge import install_munge
 from tasks.slurm import install_slurm
+from tasks.timings import time_operations_if_asked
 from tasks.verify import verify_galaxy, verify_slurm
 
 cluster = current_cluster()
+time_operations_if_asked()
 
 configure_hosts(cluster)
 install_munge(cluster)

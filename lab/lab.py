@@ -242,7 +242,10 @@ def prepare_root(host: Host) -> None:
             f"lowerdir={lower},upperdir={host.dir / 'upper'},workdir={host.dir / 'work'}", str(host.root))
     root = host.root
     (root / "etc/hostname").write_text(f"{host.name}\n")
-    (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+    personalised = host.dir / "personalised"
+    if not personalised.exists():  # a host booted again keeps what the deploy wrote
+        (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+        personalised.touch()
     resolv = root / "etc/resolv.conf"
     if resolv.is_symlink():
         resolv.unlink()

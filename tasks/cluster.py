@@ -12,10 +12,11 @@ import os
 import gevent
 from pyinfra import inventory, logger, state
 from pyinfra.api.exceptions import PyinfraError
+from pyinfra.facts.server import Command
 
 from tasks.common import once
 from tasks.facts import HostProfile
-from tasks.model import CONTROLLER_GROUP, Cluster, ClusterConfigError, InventoryHost, build_cluster
+from tasks.model import CONTROLLER_GROUP, Cluster, ClusterConfigError, InventoryHost, build_cluster, parse_node_lines
 
 # Where secrets fetched from the cluster (the munge key) are kept on the deploying machine.
 SECRETS_DIR = os.environ.get("PGS_SECRETS_DIR", ".secrets")
@@ -26,16 +27,20 @@ def current_cluster() -> Cluster:
     if state.config.DIFF:
         raise PyinfraError("--diff prints old and new contents of every changed file, secrets included; run without it")
     hosts = list(inventory)
-    readers = {host: gevent.spawn(host.get_fact, HostProfile) for host in hosts}
+    # Hosts pyinfra could not connect to are left out of this run (it reports them
+    # and exits non-zero); the others go on.
+    reachable = set(inventory.get_active_hosts())
+    readers = {host: gevent.spawn(host.get_fact, HostProfile) for host in hosts if host in reachable}
     gevent.joinall(list(readers.values()))
     unreadable = [f"{host.name}: {reader.exception or 'no answer'}" for host, reader in readers.items() if not reader.value]
     if unreadable:
         raise PyinfraError("could not read these hosts, nothing was changed:\n  " + "\n  ".join(unreadable))
-    specs = [InventoryHost(h.name, frozenset(h.groups), h.data.dict(), readers[h].value) for h in hosts]
+    specs = [InventoryHost(h.name, frozenset(h.groups), h.data.dict(), readers[h].value if h in readers else None)
+             for h in hosts]
     # Cluster-wide settings come from the controller's data (group_data/all.py and its groups).
     controllers = inventory.get_group(CONTROLLER_GROUP, default=[]) or hosts
     try:
-        cluster = build_cluster(specs, controllers[0].data)
+        cluster = build_cluster(specs, controllers[0].data, _current_nodes(controllers[0], reachable))
     except ClusterConfigError as error:
         raise PyinfraError(str(error)) from None
     for warning in cluster.warnings:
@@ -44,3 +49,11 @@ def current_cluster() -> Cluster:
     os.makedirs(os.path.join(SECRETS_DIR, cluster.name), mode=0o700, exist_ok=True)
     os.chmod(SECRETS_DIR, 0o700)
     return cluster
+
+
+def _current_nodes(controller, reachable) -> dict:
+    """The nodes in the controller's live slurm.conf (kept for hosts not reached this run)."""
+    if controller not in reachable:
+        return {}
+    lines = controller.get_fact(Command, "cat /etc/slurm/slurm.conf /etc/slurm-llnl/slurm.conf 2>/dev/null | grep '^NodeName=' || true")
+    return parse_node_lines((lines or "").splitlines())

@@ -21,7 +21,8 @@ from pyinfra.operations import apt, files, pip, server, systemd
 from tasks.common import any_changed, once, render
 from tasks.jobconf import build_job_conf
 from tasks.model import Cluster, ClusterHost, Galaxy
-from tasks.verify import file_present, galaxy_answers
+from tasks.operations import config_file, restart_checked
+from tasks.verify import file_present, galaxy_answers, runners_loaded
 
 SUPERVISOR_GROUP = "gx"
 SUPERVISOR_CONF = "/etc/supervisor/conf.d/galaxy.conf"
@@ -137,46 +138,73 @@ def install_galaxy(cluster: Cluster) -> None:
         mode="0600",
         **owner,
     )
-    galaxy_yml = files.put(
+    galaxy_yml_path = f"{galaxy.config_dir}/galaxy.yml"
+    job_conf_path = f"{galaxy.config_dir}/job_conf.xml"
+    galaxy_yml = config_file(
         name="galaxy.yml",
-        src=StringIO(render("galaxy.yml.j2", galaxy=galaxy, secrets=secret_values)),
-        dest=f"{galaxy.config_dir}/galaxy.yml",
+        content=render("galaxy.yml.j2", galaxy=galaxy, secrets=secret_values),
+        dest=galaxy_yml_path,
         mode="0600",
         **owner,
     )
-    job_conf = files.put(
+    job_conf = config_file(
         name="job_conf.xml (checked before it replaces the live file)",
-        src=BytesIO(build_job_conf(galaxy)),
-        dest=f"{galaxy.config_dir}/job_conf.xml",
+        content=build_job_conf(galaxy),
+        dest=job_conf_path,
         mode="0640",
         **owner,
     )
-    supervisor_conf = files.put(
+    supervisor_conf = config_file(
         name="supervisor's galaxy.conf",
-        src=StringIO(render("supervisor-galaxy.conf.j2", galaxy=galaxy, group=SUPERVISOR_GROUP)),
+        content=render("supervisor-galaxy.conf.j2", galaxy=galaxy, group=SUPERVISOR_GROUP),
         dest=SUPERVISOR_CONF,
-        user="root",
-        group="root",
-        mode="0644",
     )
     systemd.service(name="supervisor enabled and running", service="supervisor", running=True, enabled=True)
+
+    programs = ["web", *galaxy.handler_names]
+    web_answers = f"python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' {galaxy.local_url}/api/version"
+    handlers_ready = " && ".join(
+        f"supervisorctl status {SUPERVISOR_GROUP}:{name} | grep -q RUNNING && {runners_loaded(f'{galaxy.log_dir}/{name}.log')}"
+        for name in galaxy.handler_names
+    )
+    all_ready = f"! supervisorctl status '{SUPERVISOR_GROUP}:*' | grep -qv RUNNING && {handlers_ready} && {web_answers}"
+    checked = {
+        "healthy": all_ready,
+        "broken": f"supervisorctl status '{SUPERVISOR_GROUP}:*' | grep -qE 'FATAL|BACKOFF|EXITED'",
+        "log": f"{galaxy.log_dir}/{galaxy.handler_names[0]}.log",
+        "timeout": 240,
+        "settle": 0,
+    }
+    restart_all = any_changed(packages, secrets_file, galaxy_yml)
     # `update` rereads galaxy.conf and restarts the programs whose section changed,
     # environment included (a plain `restart` keeps the old environment).
-    server.shell(name="supervisorctl update", commands=["supervisorctl update"], _if=supervisor_conf.did_change)
-    restart_all = any_changed(packages, secrets_file, galaxy_yml)
-    server.shell(
-        name="Restart Galaxy for its new code or galaxy.yml",
-        commands=[f"supervisorctl restart '{SUPERVISOR_GROUP}:*'"],
-        _if=restart_all,
+    restart_checked(
+        name="supervisorctl update (rolled back if Galaxy does not come back)",
+        restart="supervisorctl update",
+        configs=[SUPERVISOR_CONF],
+        what="Galaxy (supervisor programs)",
+        _if=supervisor_conf.did_change,
+        **checked,
     )
-    server.shell(
-        name="Restart the job handlers for the new job_conf.xml",
-        commands=["supervisorctl restart " + " ".join(f"{SUPERVISOR_GROUP}:{h}" for h in galaxy.handler_names)],
+    restart_checked(
+        name="Restart Galaxy for its new code or galaxy.yml (rolled back if it does not come back)",
+        restart=f"supervisorctl restart '{SUPERVISOR_GROUP}:*'",
+        configs=[galaxy_yml_path, job_conf_path],
+        what="Galaxy",
+        _if=restart_all,
+        **checked,
+    )
+    restart_checked(
+        name="Restart the job handlers for the new job_conf.xml (rolled back if they do not come back)",
+        restart="supervisorctl restart " + " ".join(f"{SUPERVISOR_GROUP}:{h}" for h in galaxy.handler_names),
+        configs=[job_conf_path],
+        what="Galaxy's job handlers",
         _if=lambda: job_conf.did_change() and not restart_all(),
+        **checked,
     )
     galaxy_answers(
         name="Galaxy answers its API and its handlers run",
         url=f"{galaxy.local_url}/api/version",
-        programs=[f"{SUPERVISOR_GROUP}:{name}" for name in ["web", *galaxy.handler_names]],
-        logs=[f"{galaxy.log_dir}/{name}.log" for name in ["web", *galaxy.handler_names]],
+        programs=[f"{SUPERVISOR_GROUP}:{name}" for name in programs],
+        logs=[f"{galaxy.log_dir}/{name}.log" for name in programs],
     )

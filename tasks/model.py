@@ -38,6 +38,8 @@ DEFAULTS: dict[str, Any] = {
     "manage_etc_hosts": True,
     "munge_key_file": None,  # None: the controller's key is the cluster's key
     "deploy_galaxy": True,
+    "slurm_resume_nodes": False,  # True: resume reachable nodes left DOWN or DRAINED
+    "verify_galaxy_job": True,  # False: skip the Galaxy upload job at the end of a run (~15 s)
 }
 
 # Galaxy settings and their defaults, read from the Galaxy host's data
@@ -123,7 +125,7 @@ class InventoryHost:
     name: str
     groups: frozenset[str]
     data: Mapping[str, Any]
-    facts: HostFacts
+    facts: HostFacts | None  # None: the host could not be reached this run
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,7 @@ class ClusterHost:
     address: str | None  # for /etc/hosts; None when DNS is trusted
     roles: frozenset[str]  # controller, compute, galaxy
     platform: Platform
+    reachable: bool = True
 
 
 @dataclass(frozen=True)
@@ -267,6 +270,8 @@ class Cluster:
     manage_etc_hosts: bool
     munge_key_file: str | None
     galaxy: Galaxy | None = None
+    resume_nodes: bool = False
+    verify_galaxy_job: bool = True
     warnings: tuple[str, ...] = ()
 
     @property
@@ -276,6 +281,16 @@ class Cluster:
     @property
     def compute_hosts(self) -> tuple[ClusterHost, ...]:
         return tuple(h for h in self.hosts if "compute" in h.roles)
+
+    @property
+    def reachable_nodes(self) -> list[str]:
+        """Nodes whose hosts this run reached: the ones verification expects idle."""
+        reachable = {h.node_name for h in self.compute_hosts if h.reachable}
+        return [n.name for n in self.nodes if n.name in reachable]
+
+    @property
+    def unreachable_hosts(self) -> list[str]:
+        return [h.inventory_name for h in self.hosts if not h.reachable]
 
     @property
     def galaxy_hosts(self) -> tuple[ClusterHost, ...]:
@@ -290,13 +305,25 @@ class Cluster:
         return next(h for h in self.hosts if h.inventory_name == inventory_name)
 
 
-def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any]) -> Cluster:
-    """Check the inventory and the hosts' facts, and build the cluster from them."""
+def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any],
+                  known_nodes: Mapping[str, Node] | None = None) -> Cluster:
+    """Check the inventory and the hosts' facts, and build the cluster from them.
+
+    A host without facts could not be reached: the run goes on without it, and
+    its slurm.conf entry is kept from `known_nodes` (the controller's current
+    slurm.conf) so that the other hosts' configuration does not change.
+    """
     problems: list[str] = []
+    warnings: list[str] = []
     config = {key: settings.get(key, default) for key, default in DEFAULTS.items()}
 
     controllers = [h for h in hosts if CONTROLLER_GROUP in h.groups]
     computes = [h for h in hosts if COMPUTE_GROUP in h.groups]
+    for host in hosts:
+        if host.facts is None and (CONTROLLER_GROUP in host.groups or (GALAXY_GROUP in host.groups and config["deploy_galaxy"])):
+            role = "the controller" if CONTROLLER_GROUP in host.groups else "the Galaxy host"
+            problems.append(f"host {host.name} ({role}) is unreachable; the deploy needs it: bring it back and re-run")
+    fallback_platform = next((p for h in controllers if (p := _platform_or_none(h)) is not None), None)
     if len(controllers) != 1:
         listed = ", ".join(h.name for h in controllers) or "none"
         problems.append(
@@ -309,24 +336,24 @@ def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any]) -> Cl
             f"(the controller may be one too) in {COMPUTE_GROUP} in inventory.py"
         )
 
-    cluster_hosts = [_cluster_host(h, config, problems) for h in hosts]
+    cluster_hosts = [_cluster_host(h, config, problems, fallback_platform) for h in hosts]
     cluster_hosts = [h for h in cluster_hosts if h is not None]
     _check_unique([h.node_name for h in cluster_hosts], "host name (uname -n)", problems,
                   fix="give each host a unique hostname")
 
-    nodes = tuple(_node(h, problems) for h in computes)
+    nodes = tuple(n for n in (_node(h, problems, warnings, known_nodes or {}) for h in computes) if n is not None)
     node_names = [n.name for n in nodes]
     partitions = _partitions(config["slurm_partitions"], node_names, problems)
-    warnings: list[str] = []
     select_type = _select_type(config["slurm_select_type"], problems, warnings)
     select_params = _select_type_parameters(config["slurm_select_type_parameters"], problems)
     _check_name(str(config["slurm_cluster_name"]), "slurm_cluster_name", problems)
     _check_munge_key_file(config["munge_key_file"], problems)
     _check_versions(cluster_hosts, problems)
 
+    slurm_hosts = [h for h in computes + controllers if h.facts is not None]
     cgroup = choose_cgroup(
-        all(h.facts.cgroup_writable for h in computes + controllers),
-        all(h.facts.cgroup_fs == "cgroup2fs" for h in computes + controllers),
+        all(h.facts.cgroup_writable for h in slurm_hosts),
+        all(h.facts.cgroup_fs == "cgroup2fs" for h in slurm_hosts),
     )
     proctrack = config["slurm_proctrack_type"] or cgroup.proctrack_type
     task_plugin = config["slurm_task_plugin"] or cgroup.task_plugin
@@ -357,17 +384,25 @@ def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any]) -> Cl
         manage_etc_hosts=bool(config["manage_etc_hosts"]),
         munge_key_file=config["munge_key_file"],
         galaxy=galaxy,
+        resume_nodes=bool(config["slurm_resume_nodes"]),
+        verify_galaxy_job=bool(config["verify_galaxy_job"]),
         warnings=tuple(warnings),
     )
 
 
-def _cluster_host(host: InventoryHost, config: Mapping[str, Any], problems: list[str]) -> ClusterHost | None:
+def _cluster_host(host: InventoryHost, config: Mapping[str, Any], problems: list[str],
+                  fallback_platform: Platform | None) -> ClusterHost | None:
     roles = {"controller": CONTROLLER_GROUP, "compute": COMPUTE_GROUP, "galaxy": GALAXY_GROUP}
-    try:
-        platform = platform_for(host.facts.codename, host.facts.slurm_version)
-    except ValueError as error:
-        problems.append(f"host {host.name}: {error}")
-        return None
+    if host.facts is None:
+        if fallback_platform is None:
+            return None
+        platform = fallback_platform  # unknown this run: assumed like the controller
+    else:
+        try:
+            platform = platform_for(host.facts.codename, host.facts.slurm_version)
+        except ValueError as error:
+            problems.append(f"host {host.name}: {error}")
+            return None
     address = None
     if config["manage_etc_hosts"]:
         address = host.data.get("cluster_address") or host.data.get("ssh_hostname") or host.name
@@ -380,16 +415,38 @@ def _cluster_host(host: InventoryHost, config: Mapping[str, Any], problems: list
             )
     return ClusterHost(
         inventory_name=host.name,
-        node_name=host.facts.hostname.split(".")[0],
+        node_name=_node_name(host),
         address=address,
         roles=frozenset(role for role, group in roles.items() if group in host.groups),
         platform=platform,
+        reachable=host.facts is not None,
     )
 
 
-def _node(host: InventoryHost, problems: list[str]) -> Node:
+def _platform_or_none(host: InventoryHost) -> Platform | None:
+    try:
+        return platform_for(host.facts.codename, host.facts.slurm_version) if host.facts else None
+    except ValueError:
+        return None
+
+
+def _node_name(host: InventoryHost) -> str:
+    """Slurm's name of a host: its short hostname (the inventory's, when it was not reached)."""
+    return (host.facts.hostname if host.facts else host.name).split(".")[0]
+
+
+def _node(host: InventoryHost, problems: list[str], warnings: list[str], known_nodes: Mapping[str, Node]) -> Node | None:
     """A compute node from its detected hardware, with the inventory's overrides applied."""
     facts = host.facts
+    if facts is None:
+        known = known_nodes.get(_node_name(host))
+        if known is None:
+            warnings.append(f"host {host.name} is unreachable and not in the controller's slurm.conf yet: "
+                            "it stays out of the cluster until a run reaches it")
+        else:
+            warnings.append(f"host {host.name} is unreachable: its slurm.conf entry is kept as it is; "
+                            "re-run when it is back")
+        return known
     detected = {
         "cpus": facts.cpus,
         "sockets": facts.sockets,
@@ -421,7 +478,19 @@ def _node(host: InventoryHost, problems: list[str]) -> Node:
             f"host {host.name}: slurm_node gives cpus={values['cpus']} but sockets x cores_per_socket x "
             f"threads_per_core = {topology}; make them agree"
         )
-    return Node(name=facts.hostname.split(".")[0], **values)
+    return Node(name=_node_name(host), **values)
+
+
+def parse_node_lines(lines: list[str]) -> dict[str, Node]:
+    """NodeName lines of a slurm.conf this deploy wrote -> nodes by name."""
+    keys = {"CPUs": "cpus", "Sockets": "sockets", "CoresPerSocket": "cores_per_socket",
+            "ThreadsPerCore": "threads_per_core", "RealMemory": "real_memory"}
+    nodes = {}
+    for line in lines:
+        fields = dict(field.split("=", 1) for field in line.split() if "=" in field)
+        if "NodeName" in fields and all(key in fields for key in keys):
+            nodes[fields["NodeName"]] = Node(name=fields["NodeName"], **{keys[k]: int(fields[k]) for k in keys})
+    return nodes
 
 
 def _partitions(raw: Any, node_names: list[str], problems: list[str]) -> tuple[Partition, ...]:
@@ -627,7 +696,7 @@ def _check_galaxy_account(hosts: list[InventoryHost], config: Mapping[str, Any],
     checks = (("user", config["galaxy_user"], config["galaxy_uid"], "galaxy_uid", "users"),
               ("group", config["galaxy_user"], config["galaxy_gid"], "galaxy_gid", "groups"))
     for kind, name, wanted, setting, table in checks:
-        for host in hosts:
+        for host in (h for h in hosts if h.facts is not None):
             ids: Mapping[str, int] = getattr(host.facts, table)
             if name in ids and ids[name] != wanted:
                 problems.append(
@@ -644,9 +713,9 @@ def _check_galaxy_account(hosts: list[InventoryHost], config: Mapping[str, Any],
 
 def _check_job_python(hosts: list[InventoryHost], galaxy_host: InventoryHost, problems: list[str]) -> None:
     """Jobs run Galaxy's venv on the compute nodes: its Python must be there too."""
-    wanted = galaxy_host.facts.python
+    wanted = galaxy_host.facts.python if galaxy_host.facts else None
     for host in hosts:
-        if COMPUTE_GROUP in host.groups and host.facts.python and wanted and host.facts.python != wanted:
+        if COMPUTE_GROUP in host.groups and host.facts and host.facts.python and wanted and host.facts.python != wanted:
             problems.append(
                 f"host {host.name}: python3 is {host.facts.python} but Galaxy's venv on {galaxy_host.name} uses "
                 f"{wanted}, and jobs run that venv on compute hosts; use the same Debian release on both"

@@ -12,11 +12,12 @@ import shlex
 import time
 
 from pyinfra import host, logger
-from pyinfra.api import StringCommand, deploy, operation
+from pyinfra.api import deploy, operation
 from pyinfra.operations import files
 
 from tasks.common import project_file
 from tasks.model import Cluster
+from tasks.operations import fail, log_tail, run
 
 SHARE_DIR = "/usr/local/share/pyinfra-galaxy-slurm"
 VERIFY_SCRIPT = f"{SHARE_DIR}/slurm-verify.sbatch"
@@ -24,53 +25,72 @@ GALAXY_VERIFY_SCRIPT = f"{SHARE_DIR}/galaxy-verify.py"
 IDLE_TIMEOUT = 90
 JOB_TIMEOUT = 120
 GALAXY_START_TIMEOUT = 240
-LOG_TAIL_LINES = 40
 
 
 class CheckFailed(Exception):
     pass
 
 
-def run(command: str, timeout: int = 60) -> tuple[bool, str]:
-    ok, output = host.run_shell_command(StringCommand(command), _timeout=timeout)
-    return ok, output.stdout if ok else output.output
-
-
-def fail(message: str):
-    """A command that fails with `message`: pyinfra prints it and fails the host."""
-    return StringCommand(f"printf '%s\\n' {shlex.quote(message)} >&2; exit 1")
-
-
 def report(message: str) -> None:
     logger.info(f"{host.print_prefix}{message}")
 
 
+# sinfo's short states of a node an admin has to act on (resume it once the cause is fixed).
+STOPPED_STATES = ("down", "drain", "drng", "drained", "fail", "failg")
+
+
+def node_states() -> dict[str, str]:
+    ok, out = run("sinfo --noheader --Node --format='%N %t'")
+    return dict(line.split() for line in out.splitlines() if ok and len(line.split()) == 2)
+
+
 @operation(is_idempotent=True)
-def slurm_works(node_names: list[str]):
-    """Every node idle, srun on every node, a batch job completed with its output."""
+def resume_stopped_nodes(node_names: list[str]):
+    """Resume the nodes among `node_names` that are DOWN or DRAINED (on request only)."""
     if not host.state.is_executing:
+        return
+    for name, state in node_states().items():
+        if name in node_names and state.rstrip("*~#!%$@^-") in STOPPED_STATES:
+            yield f"scontrol update nodename={name} state=resume"
+
+
+@operation(is_idempotent=True)
+def slurm_works(node_names: list[str], unreachable: list[str]):
+    """Every reachable node idle, srun on each of them, a batch job completed with its output."""
+    if not host.state.is_executing:
+        return
+    if not node_names:
+        yield fail(f"no compute node was reachable this run (unreachable: {', '.join(unreachable)})")
         return
     try:
         _nodes_idle(node_names)
         _srun_everywhere(node_names)
-        _batch_job()
+        _batch_job(node_names)
     except CheckFailed as error:
         yield fail(str(error))
+        return
+    if unreachable:
+        states = node_states()
+        report("not verified, unreachable this run: " + ", ".join(f"{n} ({states.get(n, 'not in slurm.conf')})" for n in unreachable))
 
 
 def _nodes_idle(node_names: list[str]) -> None:
     started = time.monotonic()
     states: dict[str, str] = {}
     while time.monotonic() - started < IDLE_TIMEOUT:
-        ok, out = run("sinfo --noheader --Node --format='%N %t'")
-        states = dict(line.split() for line in out.splitlines() if ok and len(line.split()) == 2)
+        states = node_states()
+        if any(states.get(name, "").rstrip("*~#!%$@^-") in STOPPED_STATES for name in node_names):
+            break  # an admin has to act: no point in waiting
         if all(states.get(name) == "idle" for name in node_names):
             report(f"sinfo: {len(node_names)} nodes idle after {time.monotonic() - started:.1f} s")
             return
         time.sleep(1)
     _, reasons = run("sinfo --list-reasons --long")
     not_idle = ", ".join(f"{n}={states.get(n, 'missing')}" for n in node_names if states.get(n) != "idle")
-    raise CheckFailed(f"nodes not idle after {IDLE_TIMEOUT} s: {not_idle}\n{reasons}")
+    raise CheckFailed(
+        f"nodes not idle: {not_idle}\n{reasons}\nOnce the cause is fixed, re-run with "
+        "`--data slurm_resume_nodes=true` (or set it in group_data/all.py) to resume DOWN or DRAINED nodes."
+    )
 
 
 def _srun_everywhere(node_names: list[str]) -> None:
@@ -82,9 +102,11 @@ def _srun_everywhere(node_names: list[str]) -> None:
     report(f"srun -N{len(node_names)}: ran on {', '.join(ran_on)}")
 
 
-def _batch_job() -> None:
+def _batch_job(node_names: list[str]) -> None:
     started = time.monotonic()
-    ok, out = run(f"sbatch --parsable --wait --output=/tmp/pgs-verify-%j.out {VERIFY_SCRIPT}", timeout=JOB_TIMEOUT)
+    # Only on nodes this run reached: Slurm may not know yet that another one is gone.
+    ok, out = run(f"sbatch --parsable --wait --nodes=1 --nodelist={node_names[0]} --output=/tmp/pgs-verify-%j.out {VERIFY_SCRIPT}",
+                  timeout=JOB_TIMEOUT)
     if not ok:
         raise CheckFailed(f"sbatch test job failed:\n{out}")
     job_id = out.strip().split(";")[0]
@@ -104,8 +126,10 @@ def file_present(path: str):
         yield fail(f"{path} does not exist on {host.name}")
 
 
-def _log_tails(logs: list[str]) -> str:
-    return "\n".join(run(f"echo '--- {log}'; tail -n {LOG_TAIL_LINES} {log} 2>&1")[1] for log in logs)
+def runners_loaded(log: str) -> str:
+    """A command that succeeds when a handler loaded its job runners since its last start
+    (older lines in the log may be from before a restart)."""
+    return f"awk '/will load all configured runner plugins/ {{n = 0}} /Loaded job runner/ {{n++}} END {{exit n == 0}}' {log}"
 
 
 @operation(is_idempotent=True)
@@ -124,11 +148,8 @@ def galaxy_answers(url: str, programs: list[str], logs: list[str]):
             break
         handler_logs = [log for log in logs if "/handler" in log]
         # Runners loaded since the handler's last start (older lines may be from before a restart).
-        runners_loaded = all(
-            run(f"awk '/will load all configured runner plugins/ {{n = 0}} /Loaded job runner/ {{n++}} END {{exit n == 0}}' {log}")[0]
-            for log in handler_logs
-        )
-        if answered and runners_loaded and all(states.get(p) == "RUNNING" for p in programs):
+        loaded = all(run(runners_loaded(log))[0] for log in handler_logs)
+        if answered and loaded and all(states.get(p) == "RUNNING" for p in programs):
             _, loaded = run(
                 f"for log in {' '.join(handler_logs)}; do tac $log | awk '/Loaded job runner/ {{print}} "
                 f"/will load all configured runner plugins/ {{exit}}'; done | grep -o \"Loaded job runner '[^']*' as '[^']*'\" | sort -u"
@@ -136,7 +157,7 @@ def galaxy_answers(url: str, programs: list[str], logs: list[str]):
             report(f"Galaxy answers {url} after {time.monotonic() - started:.1f} s; {', '.join(loaded.splitlines())}")
             return
         time.sleep(2)
-    yield fail(f"Galaxy did not come up within {GALAXY_START_TIMEOUT} s ({url}):\n{status}\n{_log_tails(logs)}")
+    yield fail(f"Galaxy did not come up within {GALAXY_START_TIMEOUT} s ({url}):\n{status}\n" + "\n".join(map(log_tail, logs)))
 
 
 @operation(is_idempotent=True)
@@ -169,13 +190,26 @@ def verify_slurm(cluster: Cluster) -> None:
     if host.name != cluster.controller.inventory_name:
         return
     files.put(name="Slurm test job script", src=project_file("slurm-verify.sbatch"), dest=VERIFY_SCRIPT, mode="0755")
-    slurm_works(name="Slurm works: nodes idle, srun on all, sbatch job done", node_names=[n.name for n in cluster.nodes])
+    if cluster.resume_nodes:
+        resume_stopped_nodes(name="Resume DOWN or DRAINED nodes (slurm_resume_nodes)", node_names=cluster.reachable_nodes)
+    slurm_works(
+        name="Slurm works: nodes idle, srun on all, sbatch job done",
+        node_names=cluster.reachable_nodes,
+        unreachable=[h.node_name for h in cluster.compute_hosts if not h.reachable],
+    )
 
 
 @deploy("Verify Galaxy")
 def verify_galaxy(cluster: Cluster) -> None:
     galaxy = cluster.galaxy
     if galaxy is None or host.name != galaxy.host.inventory_name:
+        return
+    if not cluster.verify_galaxy_job:
+        logger.info("Galaxy job verification skipped (verify_galaxy_job is off)")
+        return
+    if any(not h.reachable for h in cluster.compute_hosts):
+        # Slurm may place the job on a node it does not yet know is gone.
+        logger.warning(f"Galaxy job verification skipped: {', '.join(cluster.unreachable_hosts)} unreachable")
         return
     files.put(name="Galaxy verification script", src=project_file("galaxy-verify.py"), dest=GALAXY_VERIFY_SCRIPT, mode="0755")
     command = (
@@ -185,6 +219,6 @@ def verify_galaxy(cluster: Cluster) -> None:
     galaxy_job_through_slurm(
         name="A Galaxy upload job runs through Slurm",
         command=command,
-        compute_nodes=[n.name for n in cluster.nodes],
+        compute_nodes=cluster.reachable_nodes,
         expected_user=galaxy.user,
     )

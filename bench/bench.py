@@ -1,0 +1,318 @@
+#!/usr/bin/env python3
+"""`make bench`: how long the rollout takes on the lab, how it scales, and how
+far it is from the floor (the same package installs done directly).
+
+Writes bench/results.json (with the machine's description) and prints a table.
+Every measurement is repeated (--repeat) and reported as min / median / max.
+Runs as root against its own lab (name pgsbench, 10.213.3.0/24) from fresh
+hosts each time; the lab's caches (base image, apt archives, pip wheels) are
+kept, as they are for the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+LAB_NAME = "pgsbench"
+LAB_SUBNET = "10.213.3.0/24"
+STATE = Path(f"/var/lib/pgs-lab/{LAB_NAME}")
+PYINFRA = str(Path(sys.executable).parent / "pyinfra")
+GALAXY_PIP = "galaxy-web-apps==26.1.2 galaxy-web-client==26.1.2 gravity fissix drmaa"
+VERIFY_SCRIPT = "/usr/local/share/pyinfra-galaxy-slurm/galaxy-verify.py"
+
+# Which phase an operation belongs to, by the layer (deploy) and words in its name.
+PHASES = ("connect/facts", "packages", "config", "services", "Galaxy install", "verify")
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def lab(*args: str) -> None:
+    subprocess.run([sys.executable, str(PROJECT / "lab/lab.py"), "--name", LAB_NAME, "--subnet", LAB_SUBNET, *args],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+def fresh_lab(nodes: int, release: str) -> dict:
+    lab("down")
+    lab("up", "--nodes", str(nodes), "--release", release)
+    return json.loads((STATE / "hosts.json").read_text())
+
+
+def ssh(address: str, command: str, check: bool = True) -> str:
+    result = subprocess.run(["ssh", "-F", str(STATE / "ssh_config"), address, command], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{address}: {command}: {result.stderr[-2000:]}")
+    return result.stdout
+
+
+class HostMemory(threading.Thread):
+    """Samples the summed RSS of every lab container's processes (from this machine's /proc)."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak: dict[str, int] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(1.0):
+            for name, rss in self.sample().items():
+                self.peak[name] = max(self.peak.get(name, 0), rss)
+
+    @staticmethod
+    def sample() -> dict[str, int]:
+        parents, rss = {}, {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                    parents[int(entry)] = int(fields[1])
+                    rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+                except (OSError, IndexError, ValueError):
+                    pass
+        totals = {}
+        for pid_file in (STATE / "hosts").glob("*/nspawn.pid"):
+            root = int(pid_file.read_text())
+            members, frontier = {root}, [root]
+            while frontier:
+                children = [p for p, parent in parents.items() if parent in frontier and p not in members]
+                members.update(children)
+                frontier = children
+            totals[pid_file.parent.name] = sum(rss.get(p, 0) for p in members)
+        return totals
+
+
+def deploy(*extra: str, timings: Path | None = None) -> dict:
+    """One pyinfra run against the bench lab: wall time, changes, peak RSS of pyinfra, phases."""
+    env = {**os.environ, "LAB_INVENTORY": str(STATE / "hosts.json"), "PGS_SECRETS_DIR": tempfile.gettempdir() + "/pgsbench-secrets"}
+    env.pop("SLURM_DRMAA_TARBALL", None)
+    if timings:
+        env["PGS_TIMINGS"] = str(timings)
+    started = time.time()
+    process = subprocess.Popen([PYINFRA, "-y", "--json", *extra, "inventory.py", "deploy.py"], cwd=PROJECT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rusage_holder = {}
+
+    def reap():
+        _, status, usage = os.wait4(process.pid, 0)
+        rusage_holder.update(status=status, maxrss_kb=usage.ru_maxrss)
+
+    reaper = threading.Thread(target=reap)
+    reaper.start()
+    stdout = process.stdout.read()
+    stderr = process.stderr.read()
+    reaper.join()
+    seconds = time.time() - started
+    if os.waitstatus_to_exitcode(rusage_holder["status"]) != 0:
+        raise RuntimeError(f"deploy failed:\n{stderr[-4000:]}")
+    result = json.loads(stdout)
+    run = {"seconds": seconds, "changes": result["results"]["totals"]["success"], "pyinfra_peak_rss_mb": rusage_holder["maxrss_kb"] / 1024}
+    if timings:
+        run["phases"] = phases(timings, started, started + seconds)
+    return run
+
+
+def phase_of(name: str) -> str:
+    layer, _, op = name.partition(" | ")
+    op = op.lower()
+    if layer.startswith("Verify") or "answers its api" in op:
+        return "verify"
+    if "venv" in op or "slurm-drmaa" in layer.lower():
+        return "Galaxy install"
+    if "install" in op or "package" in op or "nfs server" in op or "python venv" in op:
+        return "packages"
+    if any(word in op for word in ("restart", "running", "supervisorctl", "reload")):
+        return "services"
+    return "config"
+
+
+def phases(timings: Path, started: float, ended: float) -> dict[str, float]:
+    records = [json.loads(line) for line in timings.read_text().splitlines()]
+    totals = dict.fromkeys(PHASES, 0.0)
+    first_op = min((r["start"] for r in records if r["start"]), default=ended)
+    totals["connect/facts"] = first_op - started
+    for record in records:
+        if record["start"]:
+            totals[phase_of(record["name"])] += record["end"] - record["start"]
+    totals["disconnect/other"] = max(0.0, (ended - started) - sum(totals.values()))
+    return {k: round(v, 2) for k, v in totals.items()}
+
+
+def floor(lab_hosts: list[dict], galaxy: bool) -> float:
+    """The same apt (and pip) installs as the deploy, done directly on all hosts at once."""
+    block_starts = "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d"
+    apt = "DEBIAN_FRONTEND=noninteractive apt-get -qq -y --no-install-recommends install"
+
+    def install(host: dict) -> None:
+        roles = set(host["groups"])
+        packages = ["munge", "slurm-client"] + (["slurmctld"] if "slurm_controller" in roles else []) + \
+            (["slurmd"] if "slurm_compute" in roles else [])
+        if galaxy and "galaxy" in roles:
+            packages += ["python3-venv", "supervisor"]
+        commands = [block_starts, "apt-get -qq update", f"{apt} {' '.join(packages)}"]
+        if galaxy and "galaxy" in roles:
+            commands += ["python3 -m venv /srv/galaxy/venv", f"/srv/galaxy/venv/bin/pip install -q {GALAXY_PIP}"]
+        ssh(host["address"], " && ".join(commands) + "; rm -f /usr/sbin/policy-rc.d")
+
+    started = time.time()
+    with ThreadPoolExecutor(len(lab_hosts)) as pool:
+        list(pool.map(install, lab_hosts))
+    return time.time() - started
+
+
+def galaxy_latency(head: str, runner: str, jobs: int) -> list[float]:
+    command = (f"python3 {VERIFY_SCRIPT} --url http://127.0.0.1:8080 --secrets /srv/galaxy/config/secrets.json "
+               f"--admin-email admin@example.org --expect-runner {runner}")
+    return [json.loads(ssh(head, command).strip().splitlines()[-1])["seconds_to_ok"] for _ in range(jobs)]
+
+
+SLURM_START_LATENCY = r"""
+import subprocess, time
+started = time.monotonic()
+job = subprocess.run(["sbatch", "--parsable", "--wrap", "sleep 1"], capture_output=True, text=True, check=True).stdout.strip()
+while True:
+    state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout.strip()
+    if state != "PENDING":
+        break
+    time.sleep(0.05)
+print(round(time.monotonic() - started, 3))
+"""
+
+
+def slurm_start_latency(head: str, jobs: int) -> list[float]:
+    return [float(ssh(head, f"python3 -c {shlex.quote(SLURM_START_LATENCY)}")) for _ in range(jobs)]
+
+
+def stats(values: list[float]) -> dict:
+    return {"min": round(min(values), 2), "median": round(statistics.median(values), 2), "max": round(max(values), 2),
+            "runs": [round(v, 2) for v in values]}
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    memory_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")))
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(memory_kb / 2**20, 1), "kernel": platform.release(),
+            "os": Path("/etc/os-release").read_text().split("PRETTY_NAME=")[1].splitlines()[0].strip('"'),
+            "lab": "systemd-nspawn containers, one network namespace each, on this machine"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--scale", default="1,2,4,8", help="compute host counts for the Slurm scaling runs")
+    parser.add_argument("--scale-repeat", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=5, help="Galaxy jobs per runner for the latency")
+    parser.add_argument("--release", default=os.environ.get("RELEASE", "trixie"))
+    parser.add_argument("--output", default=str(PROJECT / "bench/results.json"))
+    args = parser.parse_args()
+    results: dict = {"machine": machine(), "release": args.release, "date": time.strftime("%Y-%m-%d"),
+                     "repeat": args.repeat}
+    memory = HostMemory()
+    memory.start()
+    try:
+        full_stack(args, results, memory)
+        scaling(args, results)
+    finally:
+        memory.stop.set()
+        lab("down")
+    Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+
+
+def full_stack(args, results: dict, memory: HostMemory) -> None:
+    fresh, reruns, quick_reruns, floors, rss, phase_runs = [], [], [], [], [], []
+    for attempt in range(args.repeat):
+        hosts = fresh_lab(2, args.release)["hosts"]
+        log(f"full stack, fresh rollout {attempt + 1}/{args.repeat}")
+        with tempfile.TemporaryDirectory() as scratch:
+            run = deploy(timings=Path(scratch) / "timings.jsonl")
+        fresh.append(run["seconds"])
+        rss.append(run["pyinfra_peak_rss_mb"])
+        phase_runs.append(run["phases"])
+        rerun = deploy()
+        assert rerun["changes"] == 0, rerun
+        reruns.append(rerun["seconds"])
+        quick_reruns.append(deploy("--data", "verify_galaxy_job=false")["seconds"])
+        if attempt == 0:
+            head = hosts[0]["address"]
+            log("Galaxy job latency through Slurm, then through the local runner")
+            results["galaxy_upload_to_ok_slurm_s"] = stats(galaxy_latency(head, "slurm", args.jobs))
+            results["slurm_submit_to_start_s"] = stats(slurm_start_latency(head, args.jobs))
+            deploy("--data", "galaxy_default_destination=local")
+            results["galaxy_upload_to_ok_local_s"] = stats(galaxy_latency(head, "local", args.jobs))
+        log(f"floor {attempt + 1}/{args.repeat}")
+        floors.append(floor(fresh_lab(2, args.release)["hosts"], galaxy=True))
+    results["full_stack_fresh_s"] = stats(fresh)
+    results["full_stack_floor_s"] = stats(floors)
+    results["full_stack_fresh_to_floor"] = round(statistics.median(fresh) / statistics.median(floors), 2)
+    results["full_stack_rerun_s"] = stats(reruns)
+    results["full_stack_rerun_without_galaxy_job_s"] = stats(quick_reruns)
+    results["full_stack_phases_median_s"] = {p: round(statistics.median(r[p] for r in phase_runs), 2) for p in phase_runs[0]}
+    results["pyinfra_peak_rss_mb"] = stats(rss)
+    results["lab_host_peak_rss_mb"] = {name: round(value / 2**20) for name, value in sorted(memory.peak.items())}
+
+
+def scaling(args, results: dict) -> None:
+    counts = [int(n) for n in args.scale.split(",")]
+    scale: dict = {}
+    for nodes in counts:
+        fresh, floors = [], []
+        for attempt in range(args.scale_repeat):
+            log(f"Slurm layer, {nodes} compute hosts, fresh rollout {attempt + 1}/{args.scale_repeat}")
+            fresh_lab(nodes, args.release)
+            fresh.append(deploy("--data", "deploy_galaxy=false")["seconds"])
+            if nodes == counts[-1] and attempt == 0:
+                rerun = deploy("--data", "deploy_galaxy=false")
+                assert rerun["changes"] == 0, rerun
+                scale["rerun_at_max_s"] = round(rerun["seconds"], 2)
+            floors.append(floor(fresh_lab(nodes, args.release)["hosts"], galaxy=False))
+        scale[str(nodes)] = {"fresh_s": stats(fresh), "floor_s": stats(floors),
+                             "fresh_to_floor": round(statistics.median(fresh) / statistics.median(floors), 2)}
+    base = scale[str(counts[0])]["fresh_s"]["median"]
+    for nodes in counts:
+        scale[str(nodes)]["fresh_to_1_host"] = round(scale[str(nodes)]["fresh_s"]["median"] / base, 2)
+    results["slurm_scaling"] = scale
+
+
+def table(results: dict) -> str:
+    def cell(value: dict) -> str:
+        return f"{value['median']:.1f} ({value['min']:.1f}-{value['max']:.1f})"
+
+    rows = [
+        ("full stack fresh rollout (head + 2 compute, Galaxy, verified job)", cell(results["full_stack_fresh_s"])),
+        ("  floor: the same apt + pip installs, done directly", cell(results["full_stack_floor_s"])),
+        ("  rollout / floor", f"{results['full_stack_fresh_to_floor']:.2f}"),
+        ("no-change re-run (with the Galaxy upload-job check)", cell(results["full_stack_rerun_s"])),
+        ("no-change re-run (verify_galaxy_job=false)", cell(results["full_stack_rerun_without_galaxy_job_s"])),
+        ("Galaxy upload -> dataset ok, through Slurm", cell(results["galaxy_upload_to_ok_slurm_s"])),
+        ("Galaxy upload -> dataset ok, local runner", cell(results["galaxy_upload_to_ok_local_s"])),
+        ("Slurm sbatch -> job started", cell(results["slurm_submit_to_start_s"])),
+        ("pyinfra peak RSS (MB)", cell(results["pyinfra_peak_rss_mb"])),
+    ]
+    rows += [(f"  phase: {phase}", f"{seconds:.1f}") for phase, seconds in results["full_stack_phases_median_s"].items()]
+    for nodes, scale in results["slurm_scaling"].items():
+        if nodes.isdigit():
+            rows.append((f"Slurm layer fresh, {nodes} compute (x 1-host, x floor)",
+                         f"{cell(scale['fresh_s'])}  x{scale['fresh_to_1_host']:.2f}  x{scale['fresh_to_floor']:.2f}"))
+    rows.append(("Slurm layer no-change re-run at the largest size", f"{results['slurm_scaling']['rerun_at_max_s']:.1f}"))
+    rows += [(f"lab host peak RSS, {name} (MB)", str(mb)) for name, mb in results["lab_host_peak_rss_mb"].items()]
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in [("measurement (seconds unless noted)", "median (min-max)")] + rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Bad input, faults and secrets: nothing half-broken, nothing lost, nothing leaked.
+
+Runs after the other lab tests, on the deployed cluster. Each test leaves the
+cluster converged (its last deploy passes with the normal inventory).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.lab.conftest import COMPUTE_NAMES, HOST_NAMES, PROJECT, lab
+
+CONTROLLER = HOST_NAMES[0]
+pytestmark = pytest.mark.lab
+
+
+def test_bad_input_is_refused_before_any_host_is_touched(first_deploy, deploy):
+    run = deploy("--data", 'slurm_partitions=[{"name": "gpu", "nodes": ["no-such-node"]}]',
+                 "--data", "slurm_select_type_parameters=CR_Bogus")
+    assert run.returncode == 1
+    assert "the inventory has problems; no host was changed" in run.log
+    assert "slurm_partitions[0] (gpu).nodes: no-such-node not a compute node" in run.log
+    assert "slurm_select_type_parameters: 'CR_Bogus' is not valid" in run.log
+    assert "Starting operation" not in run.log  # no operation ran on any host
+
+
+def test_diff_is_refused_because_it_would_print_secrets(first_deploy, deploy):
+    run = deploy("--diff")
+    assert run.returncode == 1 and "--diff prints old and new contents" in run.log
+    assert "Starting operation" not in run.log
+
+
+def test_broken_slurm_setting_is_rolled_back(first_deploy, deploy, lab_host):
+    controller = lab_host(CONTROLLER)
+    before = controller.file("/etc/slurm/slurm.conf").sha256sum
+    broken = deploy("--data", 'slurm_config_extra={"PriorityType": "priority/bogus"}')
+    assert broken.returncode == 1
+    assert "slurmctld did not come back after this run changed /etc/slurm/slurm.conf; restored the previous version" in broken.log
+    assert "it runs again with the previous configuration" in broken.log
+    assert controller.service("slurmctld").is_running
+    for name in HOST_NAMES:  # the controller rolled back, the others never took the bad file
+        assert lab_host(name).file("/etc/slurm/slurm.conf").sha256sum == before, name
+    backups = controller.check_output("ls /etc/slurm/ | grep -c 'slurm.conf.*pgs-backup'")
+    assert int(backups) >= 1
+    fixed = deploy()
+    assert fixed.returncode == 0 and fixed.changes == 0, fixed.changed_operations()
+
+
+def test_drained_node_is_named_and_resumed_on_request(first_deploy, deploy, lab_host):
+    node = COMPUTE_NAMES[0]
+    lab_host(CONTROLLER).check_output(f"scontrol update nodename={node} state=drain reason='fan failure'")
+    stopped = deploy()
+    assert stopped.returncode == 1
+    assert f"nodes not idle: {node}=drain" in stopped.log and "fan failure" in stopped.log
+    assert "slurm_resume_nodes=true" in stopped.log
+    still = deploy()  # not resumed silently
+    assert still.returncode == 1
+    resumed = deploy("--data", "slurm_resume_nodes=true")
+    assert resumed.returncode == 0, resumed.log[-3000:]
+    assert resumed.changes == 1 and "Resume DOWN or DRAINED nodes" in resumed.changed_operations()[0]
+
+
+def test_unreachable_compute_host_then_convergence(first_deploy, deploy, lab_host):
+    down = COMPUTE_NAMES[-1]
+    lab("stop", down)
+    try:
+        partial = deploy()
+        assert partial.returncode == 1
+        assert re.search(rf"\[{down}\]\s+Could not connect", partial.log)
+        assert f"host {down} is unreachable: its slurm.conf entry is kept as it is" in partial.log
+        assert f"not verified, unreachable this run: {down}" in partial.log
+        assert "sbatch job" in partial.log  # the other hosts were deployed and verified
+        assert partial.result["results"]["totals"]["error"] == 0  # no operation failed on the reachable hosts
+    finally:
+        lab("start", down)
+    converged = deploy()
+    assert converged.returncode == 0, converged.log[-3000:]
+    srun_line = next(line for line in converged.log.splitlines() if "srun -N" in line)
+    assert down in srun_line and "not verified" not in converged.log
+    assert converged.changes == 0, converged.changed_operations()
+
+
+def secret_forms(lab_host) -> dict[str, str]:
+    """Every form in which a secret could show up in output."""
+    key = base64.b64decode(lab_host(CONTROLLER).check_output("base64 -w0 /etc/munge/munge.key"))
+    galaxy = json.loads(lab_host(CONTROLLER).check_output("cat /srv/galaxy/config/secrets.json"))
+    return {
+        "munge key (hex)": key.hex(),
+        "munge key (base64)": base64.b64encode(key).decode(),
+        "munge key (raw)": key[8:40].decode("latin-1"),
+        "galaxy admin API key": galaxy["admin_api_key"],
+        "galaxy id_secret": galaxy["id_secret"],
+    }
+
+
+def test_secrets_never_reach_output(first_deploy, deploy, lab_host):
+    secrets = secret_forms(lab_host)
+    env = {**os.environ, "LAB_INVENTORY": str(deploy.lab_inventory), "PGS_SECRETS_DIR": str(deploy.secrets_dir),
+           "SLURM_DRMAA_TARBALL": deploy.drmaa_tarball}
+    loud = subprocess.run([str(os.path.join(os.path.dirname(sys.executable), "pyinfra")), "-y", "-vvv", "--debug",
+                           "inventory.py", "deploy.py"], cwd=PROJECT, env=env, capture_output=True, text=True)
+    assert loud.returncode == 0, loud.stderr[-3000:]
+    everything = {"fresh rollout": first_deploy.log + json.dumps(first_deploy.result), "-vvv --debug re-run": loud.stdout + loud.stderr}
+    for run_name, text in everything.items():
+        assert len(text) > 1000
+        for secret_name, value in secrets.items():
+            assert value not in text, f"{secret_name} appears in the output of the {run_name}"
+
+
+def test_local_copy_of_the_munge_key_is_private(first_deploy, deploy):
+    assert deploy.secrets_dir.stat().st_mode & 0o777 == 0o700
+    assert (deploy.secrets_dir / "galaxy").stat().st_mode & 0o777 == 0o700
+    assert (deploy.secrets_dir / "galaxy" / "munge.key").stat().st_size == 128
