@@ -39,6 +39,11 @@ def report(message: str) -> None:
 STOPPED_STATES = ("down", "drain", "drng", "drained", "fail", "failg")
 
 
+def base_state(state: str) -> str:
+    """sinfo's short state without its flag suffix (down* = down and not responding)."""
+    return state.rstrip("*~#!%$@^-")
+
+
 def node_states() -> dict[str, str]:
     ok, out = run("sinfo --noheader --Node --format='%N %t'")
     return dict(line.split() for line in out.splitlines() if ok and len(line.split()) == 2)
@@ -50,7 +55,7 @@ def resume_stopped_nodes(node_names: list[str]):
     if not host.state.is_executing:
         return
     for name, state in node_states().items():
-        if name in node_names and state.rstrip("*~#!%$@^-") in STOPPED_STATES:
+        if name in node_names and base_state(state) in STOPPED_STATES:
             yield f"scontrol update nodename={name} state=resume"
 
 
@@ -79,7 +84,7 @@ def _nodes_idle(node_names: list[str]) -> None:
     states: dict[str, str] = {}
     while time.monotonic() - started < IDLE_TIMEOUT:
         states = node_states()
-        if any(states.get(name, "").rstrip("*~#!%$@^-") in STOPPED_STATES for name in node_names):
+        if any(base_state(states.get(name, "")) in STOPPED_STATES for name in node_names):
             break  # an admin has to act: no point in waiting
         if all(states.get(name) == "idle" for name in node_names):
             report(f"sinfo: {len(node_names)} nodes idle after {time.monotonic() - started:.1f} s")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.model import ClusterConfigError, build_cluster
+from tasks.model import ClusterConfigError, build_cluster, parse_node_lines
 from tests.unit.conftest import inventory_host, small_cluster
 
 
@@ -203,3 +203,36 @@ def test_debian_12_node_cannot_join_a_debian_13_controller():
     (problem,) = problems_of(hosts, deploy_galaxy=False)
     assert problem.startswith("host c2: Slurm 22.05 (bookworm) cannot work with slurmctld 24.11 on head (trixie)")
     assert "at most 3 releases older" in problem
+
+
+def unreachable(host):
+    """The same inventory host, as a run that could not reach it sees it."""
+    return type(host)(host.name, host.groups, host.data, None)
+
+
+def test_unreachable_compute_host_keeps_its_slurm_conf_entry():
+    hosts = small_cluster(2)
+    known = parse_node_lines(["NodeName=c2 CPUs=8 Sockets=1 CoresPerSocket=8 ThreadsPerCore=1 RealMemory=30000 State=UNKNOWN"])
+    cluster = build_cluster(hosts[:2] + [unreachable(hosts[2])], {}, known)
+    assert [n.name for n in cluster.nodes] == ["c1", "c2"] and cluster.nodes[1].cpus == 8
+    assert cluster.reachable_nodes == ["c1"] and cluster.unreachable_hosts == ["c2"]
+    assert any("host c2 is unreachable: its slurm.conf entry is kept" in w for w in cluster.warnings)
+
+
+def test_unreachable_new_compute_host_stays_out_until_reached():
+    hosts = small_cluster(2)
+    cluster = build_cluster(hosts[:2] + [unreachable(hosts[2])], {}, {})
+    assert [n.name for n in cluster.nodes] == ["c1"]
+    assert any("not in the controller's slurm.conf yet" in w for w in cluster.warnings)
+
+
+def test_unreachable_controller_is_an_error():
+    hosts = small_cluster(1)
+    problems = problems_of([unreachable(hosts[0]), hosts[1]])
+    assert any("host head (the controller) is unreachable" in p for p in problems)
+
+
+def test_parse_node_lines_ignores_other_lines():
+    nodes = parse_node_lines(["# NodeName=x", "NodeName=n1 CPUs=2 Sockets=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=100",
+                              "PartitionName=debug Nodes=n1", "NodeName=n2 CPUs=2"])
+    assert list(nodes) == ["n1"] and nodes["n1"].real_memory == 100
