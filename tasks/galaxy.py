@@ -21,7 +21,7 @@ from pyinfra.operations import apt, files, pip, server, systemd
 from tasks.common import any_changed, once, render
 from tasks.jobconf import build_job_conf
 from tasks.model import Cluster, ClusterHost, Galaxy
-from tasks.operations import config_file, restart_checked
+from tasks.operations import config_file, restart_checked, run
 from tasks.verify import file_present, galaxy_answers, runners_loaded
 
 SUPERVISOR_GROUP = "gx"
@@ -168,39 +168,31 @@ def install_galaxy(cluster: Cluster) -> None:
         for name in galaxy.handler_names
     )
     all_ready = f"! supervisorctl status '{SUPERVISOR_GROUP}:*' | grep -qv RUNNING && {handlers_ready} && {web_answers}"
-    checked = {
-        "healthy": all_ready,
-        "broken": f"supervisorctl status '{SUPERVISOR_GROUP}:*' | grep -qE 'FATAL|BACKOFF|EXITED'",
-        "log": f"{galaxy.log_dir}/{galaxy.handler_names[0]}.log",
-        "timeout": 240,
-        "settle": 0,
-    }
     restart_all = any_changed(packages, secrets_file, galaxy_yml)
-    # `update` rereads galaxy.conf and restarts the programs whose section changed,
-    # environment included (a plain `restart` keeps the old environment).
+
+    def apply_changes() -> str:
+        """`update` rereads galaxy.conf and restarts the programs whose section changed,
+        environment included (a plain `restart` keeps the old environment). Programs it
+        starts for the first time already read the new files: no second start."""
+        first_start = "no such" in run(f"supervisorctl status {SUPERVISOR_GROUP}:web")[1]
+        steps = ["supervisorctl update"] if supervisor_conf.did_change() else []
+        if not first_start and restart_all():
+            steps.append(f"supervisorctl restart '{SUPERVISOR_GROUP}:*'")
+        elif not first_start and job_conf.did_change():
+            steps.append("supervisorctl restart " + " ".join(f"{SUPERVISOR_GROUP}:{h}" for h in galaxy.handler_names))
+        return " && ".join(steps) or "true"
+
     restart_checked(
-        name="supervisorctl update (rolled back if Galaxy does not come back)",
-        restart="supervisorctl update",
-        configs=[SUPERVISOR_CONF],
-        what="Galaxy (supervisor programs)",
-        _if=supervisor_conf.did_change,
-        **checked,
-    )
-    restart_checked(
-        name="Restart Galaxy for its new code or galaxy.yml (rolled back if it does not come back)",
-        restart=f"supervisorctl restart '{SUPERVISOR_GROUP}:*'",
-        configs=[galaxy_yml_path, job_conf_path],
+        name="Apply Galaxy's changes: supervisorctl update / restart (rolled back if Galaxy does not come back)",
+        restart=apply_changes,
+        healthy=all_ready,
+        broken=f"supervisorctl status '{SUPERVISOR_GROUP}:*' | grep -qE 'FATAL|BACKOFF|EXITED'",
+        configs=[SUPERVISOR_CONF, galaxy_yml_path, job_conf_path],
+        log=f"{galaxy.log_dir}/{galaxy.handler_names[0]}.log",
         what="Galaxy",
-        _if=restart_all,
-        **checked,
-    )
-    restart_checked(
-        name="Restart the job handlers for the new job_conf.xml (rolled back if they do not come back)",
-        restart="supervisorctl restart " + " ".join(f"{SUPERVISOR_GROUP}:{h}" for h in galaxy.handler_names),
-        configs=[job_conf_path],
-        what="Galaxy's job handlers",
-        _if=lambda: job_conf.did_change() and not restart_all(),
-        **checked,
+        timeout=240,
+        settle=0,
+        _if=any_changed(supervisor_conf, packages, secrets_file, galaxy_yml, job_conf),
     )
     galaxy_answers(
         name="Galaxy answers its API and its handlers run",

@@ -76,13 +76,20 @@ def log_tail(log: str, unit: str | None = None) -> str:
 
 
 @operation(is_idempotent=False)
-def restart_checked(restart: str, healthy: str, configs: list[str], log: str, what: str, unit: str | None = None,
+def restart_checked(restart, healthy: str, configs: list[str], log: str, what: str, unit: str | None = None,
                     broken: str | None = None, timeout: int = 60, settle: float = 3, on_rollback=None):
     """Restart, then wait until `healthy` succeeds; else roll the configs back.
 
-    `broken` (default for a systemd `unit`: it has failed) ends the wait early.
+    `restart` is a command, or a callable that returns one at execution (when it
+    depends on what earlier operations changed). `broken` (default for a systemd
+    `unit`: it has failed) ends the wait early.
     """
     broken = broken or (f"systemctl is-failed --quiet {unit}" if unit else None)
+    if callable(restart):
+        if not host.state.is_executing:
+            yield StringCommand(f"true  # restart {what}, decided at execution")
+            return
+        restart = restart()
     yield StringCommand(f"{restart} || true")  # a failed start is judged by `healthy` below
     if not host.state.is_executing or wait_until(healthy, timeout, settle, broken):
         return
