@@ -22,11 +22,10 @@ from tasks.common import any_changed, once, render
 from tasks.jobconf import build_job_conf
 from tasks.model import Cluster, ClusterHost, Galaxy
 from tasks.operations import config_file, restart_checked, run
-from tasks.verify import file_present, galaxy_answers, runners_loaded
+from tasks.verify import file_present, galaxy_answers, galaxy_ready
 
 SUPERVISOR_GROUP = "gx"
 SUPERVISOR_CONF = "/etc/supervisor/conf.d/galaxy.conf"
-SECRETS_FILE = "secrets.json"
 NFS_OPTIONS = "rw,sync,no_subtree_check"
 
 
@@ -102,10 +101,9 @@ def galaxy_secrets() -> dict[str, str]:
 
     galaxy = current_cluster().galaxy
     galaxy_host = inventory.get_host(galaxy.host.inventory_name)
-    path = f"{galaxy.config_dir}/{SECRETS_FILE}"
-    if galaxy_host.get_fact(File, path=path):
+    if galaxy_host.get_fact(File, path=galaxy.secrets_file):
         buffer = BytesIO()
-        galaxy_host.get_file(path, buffer)
+        galaxy_host.get_file(galaxy.secrets_file, buffer)
         return json.loads(buffer.getvalue())
     return {"id_secret": secrets.token_hex(16), "admin_api_key": secrets.token_hex(32)}
 
@@ -134,23 +132,21 @@ def install_galaxy(cluster: Cluster) -> None:
     secrets_file = files.put(
         name="Galaxy's secrets (kept on the Galaxy host)",
         src=StringIO(json.dumps(secret_values, indent=2) + "\n"),
-        dest=f"{galaxy.config_dir}/{SECRETS_FILE}",
+        dest=galaxy.secrets_file,
         mode="0600",
         **owner,
     )
-    galaxy_yml_path = f"{galaxy.config_dir}/galaxy.yml"
-    job_conf_path = f"{galaxy.config_dir}/job_conf.xml"
     galaxy_yml = config_file(
         name="galaxy.yml",
         content=render("galaxy.yml.j2", galaxy=galaxy, secrets=secret_values),
-        dest=galaxy_yml_path,
+        dest=galaxy.galaxy_yml,
         mode="0600",
         **owner,
     )
     job_conf = config_file(
         name="job_conf.xml (checked before it replaces the live file)",
         content=build_job_conf(galaxy),
-        dest=job_conf_path,
+        dest=galaxy.job_conf,
         mode="0640",
         **owner,
     )
@@ -161,13 +157,7 @@ def install_galaxy(cluster: Cluster) -> None:
     )
     systemd.service(name="supervisor enabled and running", service="supervisor", running=True, enabled=True)
 
-    programs = ["web", *galaxy.handler_names]
-    web_answers = f"python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' {galaxy.local_url}/api/version"
-    handlers_ready = " && ".join(
-        f"supervisorctl status {SUPERVISOR_GROUP}:{name} | grep -q RUNNING && {runners_loaded(f'{galaxy.log_dir}/{name}.log')}"
-        for name in galaxy.handler_names
-    )
-    all_ready = f"! supervisorctl status '{SUPERVISOR_GROUP}:*' | grep -qv RUNNING && {handlers_ready} && {web_answers}"
+    ready, broken = galaxy_ready(galaxy, SUPERVISOR_GROUP)
     restart_all = any_changed(packages, secrets_file, galaxy_yml)
 
     def apply_changes() -> str:
@@ -185,18 +175,13 @@ def install_galaxy(cluster: Cluster) -> None:
     restart_checked(
         name="Apply Galaxy's changes: supervisorctl update / restart (rolled back if Galaxy does not come back)",
         restart=apply_changes,
-        healthy=all_ready,
-        broken=f"supervisorctl status '{SUPERVISOR_GROUP}:*' | grep -qE 'FATAL|BACKOFF|EXITED'",
-        configs=[SUPERVISOR_CONF, galaxy_yml_path, job_conf_path],
+        healthy=ready,
+        broken=broken,
+        configs=[SUPERVISOR_CONF, galaxy.galaxy_yml, galaxy.job_conf],
         log=f"{galaxy.log_dir}/{galaxy.handler_names[0]}.log",
         what="Galaxy",
         timeout=240,
         settle=0,
         _if=any_changed(supervisor_conf, packages, secrets_file, galaxy_yml, job_conf),
     )
-    galaxy_answers(
-        name="Galaxy answers its API and its handlers run",
-        url=f"{galaxy.local_url}/api/version",
-        programs=[f"{SUPERVISOR_GROUP}:{name}" for name in programs],
-        logs=[f"{galaxy.log_dir}/{name}.log" for name in programs],
-    )
+    galaxy_answers(name="Galaxy answers its API and its handlers run", galaxy=galaxy, group=SUPERVISOR_GROUP)

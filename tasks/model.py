@@ -226,6 +226,19 @@ class Galaxy:
         return f"{self.root}/log"
 
     @property
+    def galaxy_yml(self) -> str:
+        return f"{self.config_dir}/galaxy.yml"
+
+    @property
+    def job_conf(self) -> str:
+        return f"{self.config_dir}/job_conf.xml"
+
+    @property
+    def secrets_file(self) -> str:
+        """id_secret and the bootstrap admin API key, kept on the Galaxy host."""
+        return f"{self.config_dir}/secrets.json"
+
+    @property
     def port(self) -> int:
         return int(self.bind.rsplit(":", 1)[1])
 

@@ -16,8 +16,8 @@ from pyinfra.api import deploy, operation
 from pyinfra.operations import files
 
 from tasks.common import project_file
-from tasks.model import Cluster
-from tasks.operations import fail, log_tail, run
+from tasks.model import Cluster, Galaxy
+from tasks.operations import fail, log_tail, run, wait_until
 
 SHARE_DIR = "/usr/local/share/pyinfra-galaxy-slurm"
 VERIFY_SCRIPT = f"{SHARE_DIR}/slurm-verify.sbatch"
@@ -137,32 +137,43 @@ def runners_loaded(log: str) -> str:
     return f"awk '/will load all configured runner plugins/ {{n = 0}} /Loaded job runner/ {{n++}} END {{exit n == 0}}' {log}"
 
 
+def galaxy_ready(galaxy: Galaxy, group: str) -> tuple[str, str]:
+    """Shell checks for Galaxy under supervisor group `group`: (ready, broken).
+
+    Ready: every program RUNNING, each handler loaded its job runners since its
+    last start (older log lines may be from before a restart), the API answers.
+    Broken: a program has given up starting.
+    """
+    handlers = " && ".join(
+        f"supervisorctl status {group}:{name} | grep -q RUNNING && {runners_loaded(f'{galaxy.log_dir}/{name}.log')}"
+        for name in galaxy.handler_names
+    )
+    api = f"python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' {galaxy.local_url}/api/version"
+    ready = f"! supervisorctl status '{group}:*' | grep -qv RUNNING && {handlers} && {api}"
+    broken = f"supervisorctl status '{group}:*' | grep -qE 'FATAL|BACKOFF|EXITED'"
+    return ready, broken
+
+
 @operation(is_idempotent=True)
-def galaxy_answers(url: str, programs: list[str], logs: list[str]):
-    """Wait until Galaxy answers `url` and every program in `programs` is RUNNING
-    under supervisor with its job runners loaded; else fail with the log tails."""
+def galaxy_answers(galaxy: Galaxy, group: str):
+    """Wait until Galaxy is ready (see galaxy_ready); else fail with the log tails."""
     if not host.state.is_executing:
         return
     started = time.monotonic()
-    status = ""
-    while time.monotonic() - started < GALAXY_START_TIMEOUT:
-        answered, _ = run(f"python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' {url}")
-        _, status = run(f"supervisorctl status {' '.join(programs)} || true")
-        states = {line.split()[0]: line.split()[1] for line in status.splitlines() if len(line.split()) > 1}
-        if any(states.get(p) in ("FATAL", "BACKOFF", "EXITED") for p in programs):
-            break
-        handler_logs = [log for log in logs if "/handler" in log]
-        # Runners loaded since the handler's last start (older lines may be from before a restart).
-        loaded = all(run(runners_loaded(log))[0] for log in handler_logs)
-        if answered and loaded and all(states.get(p) == "RUNNING" for p in programs):
-            _, loaded = run(
-                f"for log in {' '.join(handler_logs)}; do tac $log | awk '/Loaded job runner/ {{print}} "
-                f"/will load all configured runner plugins/ {{exit}}'; done | grep -o \"Loaded job runner '[^']*' as '[^']*'\" | sort -u"
-            )
-            report(f"Galaxy answers {url} after {time.monotonic() - started:.1f} s; {', '.join(loaded.splitlines())}")
-            return
-        time.sleep(2)
-    yield fail(f"Galaxy did not come up within {GALAXY_START_TIMEOUT} s ({url}):\n{status}\n" + "\n".join(map(log_tail, logs)))
+    ready, broken = galaxy_ready(galaxy, group)
+    handler_logs = " ".join(f"{galaxy.log_dir}/{name}.log" for name in galaxy.handler_names)
+    if wait_until(ready, GALAXY_START_TIMEOUT, broken=broken):
+        _, loaded = run(
+            f"for log in {handler_logs}; do tac $log | awk '/Loaded job runner/ {{print}} "
+            f"/will load all configured runner plugins/ {{exit}}'; done | grep -o \"Loaded job runner '[^']*' as '[^']*'\" | sort -u"
+        )
+        report(f"Galaxy answers {galaxy.local_url}/api/version after {time.monotonic() - started:.1f} s; "
+               f"{', '.join(loaded.splitlines())}")
+        return
+    _, status = run(f"supervisorctl status '{group}:*' || true")
+    logs = [f"{galaxy.log_dir}/{name}.log" for name in ["web", *galaxy.handler_names]]
+    yield fail(f"Galaxy did not come up within {GALAXY_START_TIMEOUT} s ({galaxy.local_url}):\n{status}\n"
+               + "\n".join(map(log_tail, logs)))
 
 
 @operation(is_idempotent=True)
@@ -218,7 +229,7 @@ def verify_galaxy(cluster: Cluster) -> None:
         return
     files.put(name="Galaxy verification script", src=project_file("galaxy-verify.py"), dest=GALAXY_VERIFY_SCRIPT, mode="0755")
     command = (
-        f"python3 {GALAXY_VERIFY_SCRIPT} --url {galaxy.local_url} --secrets {galaxy.config_dir}/secrets.json "
+        f"python3 {GALAXY_VERIFY_SCRIPT} --url {galaxy.local_url} --secrets {galaxy.secrets_file} "
         f"--admin-email {shlex.quote(galaxy.admin_email)}"
     )
     galaxy_job_through_slurm(
