@@ -7,8 +7,6 @@ the others wait on the lock and get the same object, or the same error.
 
 from __future__ import annotations
 
-import os
-
 import gevent
 from pyinfra import inventory, logger, state
 from pyinfra.api.exceptions import PyinfraError
@@ -17,10 +15,6 @@ from pyinfra.facts.server import Command
 from tasks.common import once
 from tasks.facts import HostProfile
 from tasks.model import CONTROLLER_GROUP, Cluster, ClusterConfigError, InventoryHost, build_cluster, parse_node_lines
-
-# Where secrets fetched from the cluster (the munge key) are kept on the deploying machine.
-SECRETS_DIR = os.environ.get("PGS_SECRETS_DIR", ".secrets")
-
 
 @once
 def current_cluster() -> Cluster:
@@ -45,9 +39,6 @@ def current_cluster() -> Cluster:
         raise PyinfraError(str(error)) from None
     for warning in cluster.warnings:
         logger.warning(warning)
-    # Secrets fetched from the cluster (the munge key) stay in a private directory.
-    os.makedirs(os.path.join(SECRETS_DIR, cluster.name), mode=0o700, exist_ok=True)
-    os.chmod(SECRETS_DIR, 0o700)
     return cluster
 
 

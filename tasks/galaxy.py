@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import json
 import secrets
-from io import BytesIO, StringIO
 
 from pyinfra import host, inventory
 from pyinfra.api import deploy
-from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, pip, server, systemd
 
 from tasks.common import any_changed, once, render
 from tasks.jobconf import build_job_conf
 from tasks.model import Cluster, ClusterHost, Galaxy
-from tasks.operations import config_file, restart_checked, run
+from tasks.operations import config_file, read_secret, restart_checked, run
 from tasks.verify import file_present, galaxy_answers, galaxy_ready
 
 SUPERVISOR_GROUP = "gx"
@@ -96,15 +94,13 @@ def _mount_galaxy_root(galaxy: Galaxy) -> None:
 @once
 def galaxy_secrets() -> dict[str, str]:
     """Galaxy's id_secret and bootstrap admin API key: made on the first run, then
-    read back from the Galaxy host (over SFTP, never through command output)."""
+    read back from the Galaxy host (through a command's stdout, never printed)."""
     from tasks.cluster import current_cluster
 
     galaxy = current_cluster().galaxy
-    galaxy_host = inventory.get_host(galaxy.host.inventory_name)
-    if galaxy_host.get_fact(File, path=galaxy.secrets_file):
-        buffer = BytesIO()
-        galaxy_host.get_file(galaxy.secrets_file, buffer)
-        return json.loads(buffer.getvalue())
+    kept = read_secret(galaxy.secrets_file, inventory.get_host(galaxy.host.inventory_name))
+    if kept:
+        return json.loads(kept)
     return {"id_secret": secrets.token_hex(16), "admin_api_key": secrets.token_hex(32)}
 
 
@@ -129,18 +125,20 @@ def install_galaxy(cluster: Cluster) -> None:
     file_present(name="Galaxy is in the venv", path=f"{galaxy.venv}/bin/galaxy-main")
 
     secret_values = galaxy_secrets()
-    secrets_file = files.put(
+    secrets_file = config_file(
         name="Galaxy's secrets (kept on the Galaxy host)",
-        src=StringIO(json.dumps(secret_values, indent=2) + "\n"),
+        content=json.dumps(secret_values, indent=2) + "\n",
         dest=galaxy.secrets_file,
         mode="0600",
+        secret=True,
         **owner,
     )
     galaxy_yml = config_file(
-        name="galaxy.yml",
+        name="galaxy.yml (holds Galaxy's secrets)",
         content=render("galaxy.yml.j2", galaxy=galaxy, secrets=secret_values),
         dest=galaxy.galaxy_yml,
         mode="0600",
+        secret=True,
         **owner,
     )
     job_conf = config_file(

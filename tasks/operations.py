@@ -5,17 +5,29 @@
 - `restart_checked`: restart a service, wait until it is healthy, and if it is
   not, put back the configuration files this run replaced, restart again and
   fail with the log tail, so a bad change never leaves a service down unsaid.
+- `run` / `read_secret`: the deploy's own remote commands, sent with the run's
+  privilege settings (`--sudo`, `_sudo`/`_sudo_user` host data) like pyinfra's
+  operations, so nothing depends on logging in as root.
+
+Secrets (`config_file(..., secret=True)`, `read_secret`) travel through a
+command's stdin and stdout, never through a file: pyinfra's own upload under
+sudo stages the file as the SSH user in a temporary path that other users on
+the host can read, and its download under sudo copies it there with `chmod +r`.
+Their contents are never printed, at any verbosity.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import shlex
 import time
 from io import BytesIO
 
-from pyinfra import host
-from pyinfra.api import StringCommand, operation
+from pyinfra import host, logger
+from pyinfra.api import FunctionCommand, StringCommand, operation
+from pyinfra.api.arguments import auth_argument_meta, pop_global_arguments
+from pyinfra.api.exceptions import PyinfraError
 from pyinfra.facts.files import Sha1File
 from pyinfra.operations import files
 
@@ -31,17 +43,74 @@ def backup_of(path: str) -> str:
 
 
 @operation()
-def config_file(content: str | bytes, dest: str, user: str = "root", group: str = "root", mode: str = "0644"):
+def config_file(content: str | bytes, dest: str, user: str = "root", group: str = "root", mode: str = "0644",
+                secret: bool = False):
+    """Put a configuration file (`content`: text or bytes); a file it replaces is kept as a backup first.
+
+    `secret=True`: the content goes through the command's stdin into a new file
+    in `dest`'s own directory, created 0600 (umask 077), owned and moded, then
+    renamed over `dest`: it is never in a temporary file elsewhere nor in output.
+    """
     data = content.encode() if isinstance(content, str) else content
     remote_sha1 = host.get_fact(Sha1File, path=dest)
     if remote_sha1 and remote_sha1 != hashlib.sha1(data).hexdigest():
         yield f"cp -p {shlex.quote(dest)} {shlex.quote(backup_of(dest))}"
-    yield from files.put._inner(src=BytesIO(data), dest=dest, user=user, group=group, mode=mode)
+    if not secret:
+        yield from files.put._inner(src=BytesIO(data), dest=dest, user=user, group=group, mode=mode)
+    elif remote_sha1 != hashlib.sha1(data).hexdigest():
+        yield _write_through_stdin(data, dest, user, group, mode)
+    else:
+        yield from files.file._inner(path=dest, user=user, group=group, mode=mode, touch=False)
+
+
+def _write_through_stdin(data: bytes, dest: str, user: str, group: str, mode: str) -> FunctionCommand:
+    target = shlex.quote(dest)
+    command = StringCommand(
+        f"umask 077 && tmp=$(mktemp {target}.XXXXXX) && base64 -d > \"$tmp\" && chown {user}:{group} \"$tmp\" "
+        f"&& chmod {mode} \"$tmp\" && mv -f \"$tmp\" {target} || {{ rm -f \"$tmp\"; exit 1; }}"
+    )
+    privileges = privilege_arguments()
+    encoded = base64.b64encode(data).decode()
+
+    def write_secret(state, host) -> bool:  # pyinfra passes state and host to FunctionCommands
+        ok, output = host.run_shell_command(command, _stdin=encoded, print_output=False, **privileges)
+        if not ok:
+            logger.error(f"{host.print_prefix}writing {dest} failed: {output.stderr}")
+        return ok
+
+    return FunctionCommand(write_secret, (), {})
+
+
+def privilege_arguments(target=None) -> dict:
+    """The run's privilege settings for a host (`--sudo`, `_sudo`, `_sudo_user`, `_su_user`... from the
+    command line, the host's data or the current @deploy), as pyinfra gives them to its operations."""
+    target = target or host
+    arguments, _ = pop_global_arguments(target.state, target, {})
+    return {key: value for key, value in arguments.items() if key in auth_argument_meta}
+
+
+def read_secret(path: str, target=None) -> bytes | None:
+    """The contents of a secret file on a host (None when it does not exist), read through a command's
+    stdout with the run's privileges: never copied to a temporary file, never printed.
+
+    Raises PyinfraError when the file exists but cannot be read.
+    """
+    target = target or host
+    quoted = shlex.quote(path)
+    ok, output = target.run_shell_command(
+        StringCommand(f"if test -e {quoted}; then echo present; base64 -w0 {quoted}; else echo absent; fi"),
+        print_output=False, **privilege_arguments(target),
+    )
+    lines = output.stdout_lines
+    if not ok or not lines or lines[0] not in ("present", "absent"):
+        raise PyinfraError(f"cannot read {path} on {target.name}: {output.stderr or 'no output'}; "
+                           "the deploy needs root there (SSH as root, or --sudo / _sudo host data)")
+    return base64.b64decode("".join(lines[1:])) if lines[0] == "present" else None
 
 
 def run(command: str, timeout: int = 60) -> tuple[bool, str]:
     """Run a read-only command on the current host at execution: (succeeded, output)."""
-    ok, output = host.run_shell_command(StringCommand(command), _timeout=timeout)
+    ok, output = host.run_shell_command(StringCommand(command), _timeout=timeout, **privilege_arguments())
     return ok, output.stdout if ok else output.output
 
 
