@@ -12,9 +12,10 @@ LAB := $(PYTHON) lab/lab.py --name $(LAB_NAME) --subnet $(LAB_SUBNET)
 export LAB_INVENTORY := /var/lib/pgs-lab/$(LAB_NAME)/hosts.json
 export RELEASE
 # A slurm-drmaa release tarball, for Galaxy's DRMAA runner in the lab (whose hosts
-# reach no release downloads). Without one, the lab uses the CLI runner and the
-# DRMAA tests are skipped.
-SLURM_DRMAA_TARBALL ?= $(wildcard /var/cache/pgs-lab/slurm-drmaa/slurm-drmaa-1.1.6.tar.gz)
+# reach no release downloads): the project's test data beside the checkout
+# (../shared/slurm-drmaa/), used by path. Without one, the lab uses the CLI runner
+# and the DRMAA tests are skipped (or fail, with REQUIRE_DRMAA=1 as in CI).
+SLURM_DRMAA_TARBALL ?= $(wildcard $(abspath ../shared/slurm-drmaa/slurm-drmaa-1.1.6.tar.gz))
 export SLURM_DRMAA_TARBALL
 
 .PHONY: all demo test unit lab-test bench deploy lab-up lab-down lab-status deps venv clean

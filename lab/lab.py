@@ -261,7 +261,8 @@ def prepare_root(host: Host) -> None:
 
 
 def cache_binds(host: Host) -> list[str]:
-    apt_cache = CACHE_ROOT / "apt" / host.release / host.name.split("-", 1)[-1]
+    # Per lab and role: apt locks its archive, and labs may run side by side.
+    apt_cache = CACHE_ROOT / "apt" / host.release / host.lab.name / host.name.split("-", 1)[-1]
     pip_cache = CACHE_ROOT / "pip" / host.release
     (apt_cache / "partial").mkdir(parents=True, exist_ok=True)
     pip_cache.mkdir(parents=True, exist_ok=True)
