@@ -122,3 +122,24 @@ def test_the_deploying_machine_keeps_no_copy_of_the_munge_key(first_deploy, lab_
     for path in PROJECT.rglob("*"):
         if path.is_file() and not skipped & set(path.relative_to(PROJECT).parts):
             assert key not in path.read_bytes(), f"{path} holds the cluster's munge key"
+
+
+def test_munged_that_cannot_start_is_shown_with_its_own_reason(first_deploy, deploy, lab_host):
+    """The deploy owns MUNGE's directories (here /etc/munge, made group-writable), not /etc: munged
+    refuses to start under a group-writable /etc, and the run shows munged's own words for it."""
+    name = COMPUTE_NAMES[-1]
+    node = lab_host(name)
+    node.check_output("chmod g+w /etc /etc/munge && head -c 128 /dev/urandom > /etc/munge/munge.key")
+    try:
+        refused = deploy("--data", "deploy_galaxy=false")
+        assert refused.returncode == 1
+        assert re.search(rf"\[{name}\]\s+munged: Error: Keyfile is insecure: group-writable permissions .* \"/etc\"", refused.log)
+        assert node.file("/etc/munge").mode == 0o700  # what the deploy owns, it converged
+    finally:
+        node.check_output("chmod g-w /etc")
+    fixed = deploy()
+    assert fixed.returncode == 0, fixed.log[-3000:]
+    assert node.service("munge").is_running
+    credential = lab_host(CONTROLLER).check_output("munge -n")
+    assert "Success (0)" in node.check_output(f"echo {credential} | unmunge")
+    assert deploy().changes == 0
