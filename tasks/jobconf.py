@@ -8,11 +8,12 @@ configuration never replaces the live file.
 
 from __future__ import annotations
 
-import shlex
 from collections import Counter
 from typing import TYPE_CHECKING
 
 from lxml import etree
+
+from tasks.native_specification import parse_sbatch_options
 
 if TYPE_CHECKING:
     from tasks.model import Galaxy
@@ -23,72 +24,6 @@ RUNNER_PLUGINS = {
     "cli": "galaxy.jobs.runners.cli:ShellJobRunner",
 }
 HANDLER_POOL = "job-handlers"
-
-# sbatch options a nativeSpecification may carry (long names, and short letters
-# that take a value). Anything else is refused: Slurm would reject the job.
-SBATCH_LONG_OPTIONS = frozenset(
-    """account acctg-freq array batch bb bbf begin chdir cluster-constraint clusters comment constraint
-    container contiguous core-spec cores-per-socket cpu-freq cpus-per-gpu cpus-per-task deadline delay-boot
-    dependency distribution error exclude exclusive export export-file extra-node-info get-user-env gid gpu-bind
-    gpu-freq gpus gpus-per-node gpus-per-socket gpus-per-task gres gres-flags hint hold ignore-pbs input job-name
-    kill-on-invalid-dep licenses mail-type mail-user mcs-label mem mem-bind mem-per-cpu mem-per-gpu mincpus
-    network nice no-kill no-requeue nodefile nodelist nodes ntasks ntasks-per-core ntasks-per-gpu
-    ntasks-per-node ntasks-per-socket open-mode output overcommit oversubscribe partition power priority profile
-    propagate qos quiet reboot requeue reservation signal sockets-per-node spread-job switches thread-spec
-    threads-per-core time time-min tmp uid use-min-nodes verbose wait-all-nodes wckey""".split()
-)
-SBATCH_SHORT_OPTIONS = frozenset("ABCDFGJLMNSabcdeilmnopqtwx")  # each takes a value
-SBATCH_SHORT_FLAGS = frozenset("HIOQWksv")
-SBATCH_FLAGS = frozenset({"contiguous", "exclusive", "hold", "no-kill", "no-requeue", "overcommit", "oversubscribe",
-                          "quiet", "requeue", "reboot", "spread-job", "use-min-nodes", "verbose", "ignore-pbs"})
-
-
-def parse_native_specification(spec: str) -> tuple[list[tuple[str, str | None]], list[str]]:
-    """sbatch-like options -> ([(option, value or None)], problems with them)."""
-    try:
-        tokens = shlex.split(spec)
-    except ValueError as error:
-        return [], [f"cannot be parsed ({error})"]
-    options: list[tuple[str, str | None]] = []
-    problems = []
-    index = 0
-    while index < len(tokens):
-        token = tokens[index]
-        if token.startswith("--"):
-            name, has_value, value = token[2:].partition("=")
-            if name not in SBATCH_LONG_OPTIONS:
-                problems.append(f"unknown sbatch option --{name}")
-            elif name in SBATCH_FLAGS:
-                options.append((f"--{name}", None))
-            elif has_value:
-                options.append((f"--{name}", value))
-            elif index + 1 < len(tokens):
-                index += 1
-                options.append((f"--{name}", tokens[index]))
-            else:
-                problems.append(f"--{name} needs a value")
-        elif token.startswith("-") and len(token) >= 2:
-            letter = token[1]
-            if letter in SBATCH_SHORT_FLAGS and len(token) == 2:
-                options.append((f"-{letter}", None))
-            elif letter not in SBATCH_SHORT_OPTIONS:
-                problems.append(f"unknown sbatch option -{letter}")
-            elif len(token) > 2:
-                options.append((f"-{letter}", token[2:]))
-            elif index + 1 < len(tokens):
-                index += 1
-                options.append((f"-{letter}", tokens[index]))
-            else:
-                problems.append(f"-{letter} needs a value")
-        else:
-            problems.append(f"'{token}' is not an option (options start with - or --)")
-        index += 1
-    return options, problems
-
-
-def native_specification_problems(spec: str) -> list[str]:
-    return parse_native_specification(spec)[1]
-
 
 def build_job_conf(galaxy: Galaxy) -> bytes:
     root = etree.Element("job_conf")
@@ -110,7 +45,7 @@ def build_job_conf(galaxy: Galaxy) -> bytes:
             _param(destination, "nativeSpecification", spec.native_specification)
         elif spec.native_specification:
             # The CLI runner's Slurm plugin writes each job_<option> param as an #SBATCH line.
-            for option, value in parse_native_specification(spec.native_specification)[0]:
+            for option, value in parse_sbatch_options(spec.native_specification)[0]:
                 _param(destination, f"job_{option}", value or "")
         for key, value in spec.params.items():
             _param(destination, key, value)

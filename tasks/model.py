@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.jobconf import RUNNER_PLUGINS, build_job_conf, check_job_conf, native_specification_problems
+from tasks.jobconf import RUNNER_PLUGINS, build_job_conf, check_job_conf
+from tasks.native_specification import native_specification_problems
 from tasks.platform import Platform, choose_cgroup, platform_for
 
 CONTROLLER_GROUP = "slurm_controller"
@@ -606,7 +607,7 @@ def _galaxy(hosts: list[InventoryHost], cluster_hosts: list[ClusterHost], enable
     _check_galaxy_account(hosts, config, problems)
     _check_job_python(hosts, inventory_host, problems)
 
-    destinations = _destinations(config["galaxy_destinations"], problems)
+    destinations = _destinations(config["galaxy_destinations"], runner, problems)
     drmaa = _slurm_drmaa(config["slurm_drmaa"], problems) if runner == "drmaa" else None
     galaxy = Galaxy(
         host=cluster_host,
@@ -632,7 +633,7 @@ def _galaxy(hosts: list[InventoryHost], cluster_hosts: list[ClusterHost], enable
     return galaxy
 
 
-def _destinations(raw: Any, problems: list[str]) -> tuple[Destination, ...]:
+def _destinations(raw: Any, job_runner: str, problems: list[str]) -> tuple[Destination, ...]:
     if not isinstance(raw, list) or not raw:
         problems.append("galaxy_destinations: must be a non-empty list like [{'id': 'slurm', 'runner': 'slurm'}]")
         return ()
@@ -643,8 +644,9 @@ def _destinations(raw: Any, problems: list[str]) -> tuple[Destination, ...]:
             problems.append(f"{where}: must be a mapping with an 'id' and a 'runner' ('slurm' or 'local')")
             continue
         spec = entry.get("native_specification")
-        for problem in native_specification_problems(str(spec)) if spec else []:
-            problems.append(f"{where} ({entry['id']}).native_specification '{spec}': {problem}; see `man sbatch`")
+        rules = "slurm-drmaa's README, 'Native specification'" if job_runner == "drmaa" else "`man sbatch`"
+        for problem in native_specification_problems(str(spec), job_runner) if spec else []:
+            problems.append(f"{where} ({entry['id']}).native_specification '{spec}': {problem}; see {rules}")
         destinations.append(Destination(
             id=str(entry["id"]),
             runner=str(entry["runner"]),

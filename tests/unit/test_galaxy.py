@@ -10,7 +10,8 @@ from lxml import etree
 
 from tasks.common import render
 from tasks.galaxy import nfs_exports_line
-from tasks.jobconf import build_job_conf, check_job_conf, parse_native_specification
+from tasks.jobconf import build_job_conf, check_job_conf
+from tasks.native_specification import parse_sbatch_options
 from tasks.model import ClusterConfigError, build_cluster
 from tests.unit.conftest import inventory_host, small_cluster
 
@@ -117,7 +118,7 @@ def test_invalid_native_specification(spec, expected):
 
 
 def test_native_specification_forms():
-    options, problems = parse_native_specification("-p debug --ntasks 2 --mem=4G --exclusive -c4 -J 'my job'")
+    options, problems = parse_sbatch_options("-p debug --ntasks 2 --mem=4G --exclusive -c4 -J 'my job'")
     assert problems == []
     assert options == [("-p", "debug"), ("--ntasks", "2"), ("--mem", "4G"), ("--exclusive", None), ("-c", "4"), ("-J", "my job")]
 
