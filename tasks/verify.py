@@ -29,7 +29,7 @@ GALAXY_START_TIMEOUT = 240
 
 # Bounded waits of the Slurm check (seconds).
 SETTLE_WAIT = 60  # for nodes UNKNOWN or not responding to register (a restarted slurmd, a new node)
-CAPACITY_WAIT = 30  # for a free CPU on a busy cluster, shared by the srun and sbatch checks
+CAPACITY_WAIT = 20  # for a free CPU on a busy cluster, shared by the srun and sbatch checks
 SCHEDULE_WAIT = 10  # past CAPACITY_WAIT, for slurmctld to start or rank the test job (reason other than None)
 STEP_WAIT = 30  # for a step of a running test job, and for a cancelled job to leave the queue
 LOG_EVERY = 10  # a longer wait says what it waits for this often
