@@ -32,6 +32,7 @@ SETTLE_WAIT = 60  # for nodes UNKNOWN or not responding to register (a restarted
 CAPACITY_WAIT = 20  # for a free CPU on a busy cluster, shared by the srun and sbatch checks
 SCHEDULE_WAIT = 10  # past CAPACITY_WAIT, for slurmctld to start or rank the test job (reason other than None)
 STEP_WAIT = 30  # for a step of a running test job, and for a cancelled job to leave the queue
+IMMEDIATE = 5  # srun --immediate: a CPU seen free a moment ago may be taken; look again after this
 LOG_EVERY = 10  # a longer wait says what it waits for this often
 POLL = 1
 # Everything the verification submits carries this name (squeue --name=pgs-verify).
@@ -259,7 +260,7 @@ def _srun_everywhere(node_names: list[str], capacity: BoundedWait) -> None:
             names = ",".join(node.name for node in free)
             ok, out = run(
                 f"srun --job-name={VERIFY_JOB_NAME} --nodes={len(free)} --nodelist={names} --ntasks-per-node=1 "
-                f"--mem={TEST_JOB_MEMORY_MB} --time=1 --immediate={STEP_WAIT} hostname -s",
+                f"--mem={TEST_JOB_MEMORY_MB} --time=1 --immediate={IMMEDIATE} hostname -s",
                 timeout=JOB_TIMEOUT,
             )
             ran_on = sorted(out.split()) if ok else []
