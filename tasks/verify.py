@@ -8,8 +8,10 @@ a fixed time, and fail the host with what an admin needs to see.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
+from dataclasses import dataclass
 
 from pyinfra import host, logger
 from pyinfra.api import deploy, operation
@@ -22,9 +24,24 @@ from tasks.operations import fail, log_tail, run, wait_until
 SHARE_DIR = "/usr/local/share/pyinfra-galaxy-slurm"
 VERIFY_SCRIPT = f"{SHARE_DIR}/slurm-verify.sbatch"
 GALAXY_VERIFY_SCRIPT = f"{SHARE_DIR}/galaxy-verify.py"
-IDLE_TIMEOUT = 90
 JOB_TIMEOUT = 120
 GALAXY_START_TIMEOUT = 240
+
+# Bounded waits of the Slurm check (seconds).
+SETTLE_WAIT = 60  # for nodes UNKNOWN or not responding to register (a restarted slurmd, a new node)
+CAPACITY_WAIT = 20  # for a free CPU on a busy cluster, shared by the srun and sbatch checks
+SCHEDULE_WAIT = 10  # past CAPACITY_WAIT, for slurmctld to start or rank the test job (reason other than None)
+STEP_WAIT = 30  # for a step of a running test job, and for a cancelled job to leave the queue
+IMMEDIATE = 5  # srun --immediate: a CPU seen free a moment ago may be taken; look again after this
+LOG_EVERY = 10  # a longer wait says what it waits for this often
+POLL = 1
+# Everything the verification submits carries this name (squeue --name=pgs-verify).
+VERIFY_JOB_NAME = "pgs-verify"
+# Test jobs ask for little memory, so they fit beside other jobs under CR_*_Memory.
+TEST_JOB_MEMORY_MB = 16
+# Why a pending job waits for capacity (squeue(1) JOB REASON CODES): Slurm accepted
+# and ranked it, which is what a full cluster can prove.
+CAPACITY_REASONS = ("Resources", "Priority")
 
 
 class CheckFailed(Exception):
@@ -35,18 +52,132 @@ def report(message: str) -> None:
     logger.info(f"{host.print_prefix}{message}")
 
 
-# sinfo's short states of a node an admin has to act on (resume it once the cause is fixed).
-STOPPED_STATES = ("down", "drain", "drng", "drained", "fail", "failg")
+class BoundedWait:
+    """A wait of at most `seconds` that logs what it waits for every LOG_EVERY seconds."""
+
+    def __init__(self, seconds: float):
+        self.started = time.monotonic()
+        self.deadline = self.started + seconds
+        self.next_log = self.started + LOG_EVERY
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+    def pause(self, waiting_for: str) -> None:
+        """Sleep one poll interval; `waiting_for` is logged when the wait has lasted a while."""
+        if time.monotonic() >= self.next_log:
+            report(f"waiting for {waiting_for} ... {self.elapsed:.0f} s")
+            self.next_log += LOG_EVERY
+        time.sleep(POLL)
+
+
+# sinfo(1), NODE STATE CODES: `%t` prints a node's state in short form (Slurm's
+# node_state_string_compact), followed by flag characters. Base states:
+HEALTHY_STATES = frozenset({
+    "idle", "mix", "alloc", "comp",  # running jobs or ready to
+    "resv", "maint", "plnd", "blocked", "npc",  # reserved, planned by backfill, blocked by a topology job
+    "pow_up", "pow_dn", "powering_up", "powered_down", "powering_down", "power_down",  # power saving
+})
+# An admin has to act (or `--data slurm_resume_nodes=true` once the cause is fixed).
+STOPPED_STATES = frozenset({"down", "drain", "drng", "drained", "fail", "failg"})
+# Also an admin's work, but resuming does not help: INVAL needs the node's slurmd
+# restarted with matching hardware, FUTURE a node configured to come later.
+UNUSABLE_STATES = frozenset({"inval", "futr", "future", "err", "error"})
+# Flags: * not responding, ~ powered off, # powering up or being configured,
+# ! pending power down, % powering down, $ maintenance reservation, @ pending
+# reboot, ^ reboot issued, - planned by the backfill scheduler; `+` (ALLOC+)
+# some of the node's jobs completing.
+STATE_FLAGS = "*~#!%$@^-+"
+NOT_RESPONDING = "*"
+NOT_POWERED = "~%#"  # no task starts there without waking the node first
 
 
 def base_state(state: str) -> str:
     """sinfo's short state without its flag suffix (down* = down and not responding)."""
-    return state.rstrip("*~#!%$@^-")
+    return state.lower().rstrip(STATE_FLAGS)
+
+
+def node_health(state: str) -> str:
+    """Classify one sinfo `%t` node state (sinfo(1), NODE STATE CODES): "healthy",
+    "settling" or "stopped".
+
+    healthy: usable, busy or not (idle, mix, alloc, comp, resv, maint, plnd, power
+    saving), whatever power/reboot/maintenance/planned flag follows.
+    settling: may become healthy by itself soon, so it is worth a bounded wait:
+    unk (slurmctld has just started), any state marked `*` (not responding yet,
+    e.g. a slurmd restarting or a new node registering; down* included, which
+    ReturnToService brings back once slurmd registers), and states this code
+    does not know.
+    stopped: an admin has to act: down (while responding: set by an admin or
+    after an unexpected reboot), drain/drng, fail/failg, inval, futr, even when
+    also not responding.
+    """
+    base = base_state(state)
+    if base in UNUSABLE_STATES or (base in STOPPED_STATES and not (base == "down" and NOT_RESPONDING in state)):
+        return "stopped"
+    if NOT_RESPONDING in state or base not in HEALTHY_STATES:
+        return "settling"
+    return "healthy"
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """One line of `sinfo --Node --format='%N %t %C'`: name, short state, CPUs allocated/idle/other/total."""
+
+    name: str
+    state: str
+    cpus_allocated: int
+    cpus_idle: int
+    cpus_total: int
+
+    @property
+    def health(self) -> str:
+        return node_health(self.state)
+
+    @property
+    def takes_a_task_now(self) -> bool:
+        """A task could start here at once: healthy, powered, not reserved, an idle CPU."""
+        return (self.health == "healthy" and self.cpus_idle > 0 and base_state(self.state) in ("idle", "mix")
+                and not any(flag in self.state for flag in NOT_POWERED + "$"))
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.state}, {self.cpus_allocated} of {self.cpus_total} CPUs allocated)"
+
+
+def parse_sinfo_nodes(text: str) -> dict[str, NodeStatus]:
+    """Nodes from `sinfo --noheader --Node --format='%N %t %C'` (a node in several
+    partitions is listed once per partition; one entry each here)."""
+    nodes = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) != 3 or fields[2].count("/") != 3:
+            continue
+        allocated, idle, _other, total = (int(n) if n.isdigit() else 0 for n in fields[2].split("/"))
+        nodes[fields[0]] = NodeStatus(fields[0], fields[1], allocated, idle, total)
+    return nodes
+
+
+def node_table() -> dict[str, NodeStatus]:
+    ok, out = run("sinfo --noheader --Node --format='%N %t %C'")
+    return parse_sinfo_nodes(out) if ok else {}
 
 
 def node_states() -> dict[str, str]:
-    ok, out = run("sinfo --noheader --Node --format='%N %t'")
-    return dict(line.split() for line in out.splitlines() if ok and len(line.split()) == 2)
+    return {name: node.state for name, node in node_table().items()}
+
+
+def parse_job(text: str) -> dict[str, str]:
+    """`scontrol --oneliner show job ID` as a dict (JobState, Reason, NodeList, ExitCode, ...)."""
+    return dict(re.findall(r"(\w+)=(\S*)", text))
+
+
+def job_record(job_id: str) -> dict[str, str]:
+    ok, out = run(f"scontrol --oneliner show job {job_id}")
+    return parse_job(out) if ok else {}
 
 
 @operation(is_idempotent=True)
@@ -61,16 +192,20 @@ def resume_stopped_nodes(node_names: list[str]):
 
 @operation(is_idempotent=True)
 def slurm_works(node_names: list[str], unreachable: list[str]):
-    """Every reachable node idle, srun on each of them, a batch job completed with its output."""
+    """Every reachable node healthy (busy or not), srun on each one with a free CPU,
+    a batch job completed with its output; on a full cluster, a batch job Slurm
+    accepted and holds PENDING for resources, then cancelled."""
     if not host.state.is_executing:
         return
     if not node_names:
         yield fail(f"no compute node was reachable this run (unreachable: {', '.join(unreachable)})")
         return
     try:
-        _nodes_idle(node_names)
-        _srun_everywhere(node_names)
-        _batch_job(node_names)
+        nodes = _nodes_healthy(node_names)
+        capacity = BoundedWait(CAPACITY_WAIT)
+        _srun_everywhere(node_names, capacity)
+        # Slurm may not know yet that an unreachable node is gone: keep the test job off it.
+        _batch_job([name for name in unreachable if name in nodes], capacity)
     except CheckFailed as error:
         yield fail(str(error))
         return
@@ -79,49 +214,154 @@ def slurm_works(node_names: list[str], unreachable: list[str]):
         report("not verified, unreachable this run: " + ", ".join(f"{n} ({states.get(n, 'not in slurm.conf')})" for n in unreachable))
 
 
-def _nodes_idle(node_names: list[str]) -> None:
-    started = time.monotonic()
-    states: dict[str, str] = {}
-    while time.monotonic() - started < IDLE_TIMEOUT:
-        states = node_states()
-        if any(base_state(states.get(name, "")) in STOPPED_STATES for name in node_names):
-            break  # an admin has to act: no point in waiting
-        if all(states.get(name) == "idle" for name in node_names):
-            report(f"sinfo: {len(node_names)} nodes idle after {time.monotonic() - started:.1f} s")
-            return
-        time.sleep(1)
-    _, reasons = run("sinfo --list-reasons --long")
-    not_idle = ", ".join(f"{n}={states.get(n, 'missing')}" for n in node_names if states.get(n) != "idle")
+def _nodes_healthy(node_names: list[str]) -> dict[str, NodeStatus]:
+    """Wait (SETTLE_WAIT at most) while nodes settle; fail at once on a stopped one."""
+    wait = BoundedWait(SETTLE_WAIT)
+    while True:
+        nodes = node_table()
+        health = {name: nodes[name].health if name in nodes else "settling" for name in node_names}
+        settling = [name for name in node_names if health[name] == "settling"]
+        if "stopped" not in health.values() and not settling:
+            states = ", ".join(f"{name} {nodes[name].state}" for name in node_names)
+            report(f"sinfo: {len(node_names)} nodes healthy ({states}) after {wait.elapsed:.1f} s")
+            return nodes
+        if "stopped" in health.values() or wait.expired():
+            break  # a stopped node needs an admin: no point in waiting
+        wait.pause(", ".join(f"{name} ({nodes[name].state if name in nodes else 'not in sinfo'})" for name in settling)
+                   + " to register with slurmctld")
+    _, reasons = run("sinfo --list-reasons --noheader --Node --format='%N|%E'")
+    reason = dict(line.split("|", 1) for line in reasons.splitlines() if "|" in line)
+    not_healthy = ", ".join(
+        f"{name}={nodes[name].state if name in nodes else 'missing'}" + (f" ({reason[name]})" if name in reason else "")
+        for name in node_names if health[name] != "healthy"
+    )
+    _, listing = run("sinfo --list-reasons --long")
     raise CheckFailed(
-        f"nodes not idle: {not_idle}\n{reasons}\nOnce the cause is fixed, re-run with "
+        f"nodes not healthy: {not_healthy}\n{listing}\nOnce the cause is fixed, re-run with "
         "`--data slurm_resume_nodes=true` (or set it in group_data/all.py) to resume DOWN or DRAINED nodes."
     )
 
 
-def _srun_everywhere(node_names: list[str]) -> None:
-    nodes = ",".join(node_names)
-    ok, out = run(f"srun --nodes={len(node_names)} --nodelist={nodes} --time=1 hostname -s", timeout=JOB_TIMEOUT)
-    ran_on = sorted(out.split()) if ok else []
-    if ran_on != sorted(node_names):
-        raise CheckFailed(f"srun on {nodes} ran on {ran_on or 'no node'}:\n{out}")
-    report(f"srun -N{len(node_names)}: ran on {', '.join(ran_on)}")
+def _busy(nodes: list[NodeStatus]) -> str:
+    allocated = sum(node.cpus_allocated for node in nodes)
+    total = sum(node.cpus_total for node in nodes)
+    return f"{allocated} of {total} CPUs allocated on {', '.join(node.name for node in nodes)}"
 
 
-def _batch_job(node_names: list[str]) -> None:
+def _srun_everywhere(node_names: list[str], capacity: BoundedWait) -> None:
+    """One task on every node with a free CPU (srun --immediate, retried while
+    capacity lasts); busy nodes are reported, not failed."""
+    while True:
+        nodes = node_table()
+        mine = [nodes[name] for name in node_names if name in nodes]
+        free = [node for node in mine if node.takes_a_task_now]
+        busy = [node for node in mine if not node.takes_a_task_now]
+        if free:
+            names = ",".join(node.name for node in free)
+            ok, out = run(
+                f"srun --job-name={VERIFY_JOB_NAME} --nodes={len(free)} --nodelist={names} --ntasks-per-node=1 "
+                f"--mem={TEST_JOB_MEMORY_MB} --time=1 --immediate={IMMEDIATE} hostname -s",
+                timeout=JOB_TIMEOUT,
+            )
+            ran_on = sorted(out.split()) if ok else []
+            if ok and ran_on == sorted(node.name for node in free):
+                busy_note = f"; busy but healthy: {', '.join(node.describe() for node in busy)}" if busy else ""
+                report(f"srun -N{len(free)}: ran on {', '.join(ran_on)}{busy_note}")
+                return
+            if ok or "Unable to allocate resources" not in out:
+                raise CheckFailed(f"srun on {names} ran on {ran_on or 'no node'}:\n{out}")
+            # Another job took the CPU between sinfo and srun: look again.
+        if capacity.expired():
+            report(f"srun: no free CPU within {capacity.elapsed:.0f} s (busy but healthy: "
+                   f"{', '.join(node.describe() for node in busy)}); the batch job below checks scheduling")
+            return
+        capacity.pause(f"a free CPU for srun: {_busy(mine)}")
+
+
+def _batch_job(exclude: list[str], capacity: BoundedWait) -> None:
+    """A batch job runs on some node and writes its output there (read back by a
+    step inside the job, so no second allocation is needed); or, on a cluster
+    full until the capacity wait ends, it stays PENDING for resources (proof that
+    slurmctld, munge and the scheduler work) and is cancelled."""
     started = time.monotonic()
-    # Only on nodes this run reached: Slurm may not know yet that another one is gone.
-    ok, out = run(f"sbatch --parsable --wait --nodes=1 --nodelist={node_names[0]} --output=/tmp/pgs-verify-%j.out {VERIFY_SCRIPT}",
-                  timeout=JOB_TIMEOUT)
-    if not ok:
-        raise CheckFailed(f"sbatch test job failed:\n{out}")
+    exclude_option = f"--exclude={','.join(exclude)} " if exclude else ""
+    # --deadline: should this run die before cancelling it, Slurm drops the job itself.
+    ok, out = run(f"sbatch --parsable --job-name={VERIFY_JOB_NAME} --mem={TEST_JOB_MEMORY_MB} {exclude_option}"
+                  f"--deadline=now+{CAPACITY_WAIT + SCHEDULE_WAIT + 180}seconds {VERIFY_SCRIPT}")
     job_id = out.strip().split(";")[0]
-    ok, node = run(f"scontrol show job {job_id} | sed -n 's/.* NodeList=\\([^ ]*\\).*/\\1/p' | head -1")
-    node = node.strip()
-    ok, output = run(f"srun --nodes=1 --nodelist={node} --time=1 sh -c 'cat /tmp/pgs-verify-{job_id}.out && rm -f /tmp/pgs-verify-{job_id}.out'")
-    expected = f"node={node} user=root job={job_id}"
-    if not ok or output.strip() != expected:
-        raise CheckFailed(f"sbatch job {job_id} on {node or '?'}: output {output.strip()!r}, expected {expected!r}")
-    report(f"sbatch job {job_id} completed on {node} in {time.monotonic() - started:.1f} s")
+    if not ok or not job_id.isdigit():
+        raise CheckFailed(f"sbatch test job failed:\n{out}")
+    finished = False
+    try:
+        job = _wait_while_pending(job_id, capacity)
+        if job.get("JobState") == "PENDING":
+            busy = _busy(list(node_table().values()))
+            finished = _cancel(job_id)
+            report(f"sbatch job {job_id} accepted and PENDING ({job.get('Reason')}) for {time.monotonic() - started:.0f} s, "
+                   f"no free CPU ({busy}): slurmctld, munge and the scheduler work; job cancelled")
+            return
+        node = job.get("NodeList", "")
+        output = _read_output(job_id) if job.get("JobState") == "RUNNING" else ""
+        run(f"scancel --batch --signal=USR1 {job_id}")  # the job's release: it exits 0
+        job = _wait_for_end(job_id)
+        finished = job.get("JobState") in ("COMPLETED", "FAILED", "TIMEOUT", "CANCELLED", "DEADLINE", "NODE_FAIL", "OUT_OF_MEMORY")
+        expected = f"node={node} user=root job={job_id}"
+        if job.get("JobState") != "COMPLETED" or job.get("ExitCode") != "0:0" or output != expected:
+            raise CheckFailed(f"sbatch job {job_id} on {node or '?'}: {job.get('JobState', 'no record')} "
+                              f"exit {job.get('ExitCode', '?')} ({job.get('Reason', '')}), output {output!r}, expected {expected!r}")
+        report(f"sbatch job {job_id} completed on {node} in {time.monotonic() - started:.1f} s")
+    finally:
+        if not finished:
+            _cancel(job_id)
+
+
+def _wait_while_pending(job_id: str, capacity: BoundedWait) -> dict[str, str]:
+    """The job once it left PENDING; or, PENDING for capacity when the wait ends,
+    the job as it stands; else CheckFailed."""
+    schedule = BoundedWait(SCHEDULE_WAIT)
+    while True:
+        job = job_record(job_id)
+        state, reason = job.get("JobState"), job.get("Reason")
+        if state != "PENDING":
+            return job
+        if capacity.expired() and reason in CAPACITY_REASONS:
+            return job
+        if capacity.expired() and schedule.expired():
+            raise CheckFailed(f"sbatch job {job_id} still PENDING ({reason}) after {schedule.elapsed:.0f} s, "
+                              f"not for lack of free CPUs:\n{run(f'scontrol show job {job_id}')[1]}")
+        capacity.pause(f"a free CPU for sbatch job {job_id} (PENDING, {reason}): {_busy(list(node_table().values()))}")
+
+
+def _read_output(job_id: str) -> str:
+    """The test job's output, read (and removed) by a step inside the job itself."""
+    path = f"/tmp/pgs-verify-{job_id}.out"
+    ok, output = run(
+        f"srun --jobid={job_id} --overlap --ntasks=1 --immediate={STEP_WAIT} sh -c "
+        f"'timeout {STEP_WAIT} sh -c \"until [ -s {path} ]; do sleep 0.2; done\"; cat {path} && rm -f {path}'",
+        timeout=JOB_TIMEOUT,
+    )
+    return output.strip() if ok else f"(not read: {output.strip()})"
+
+
+def _wait_for_end(job_id: str) -> dict[str, str]:
+    wait = BoundedWait(STEP_WAIT)
+    while True:
+        job = job_record(job_id)
+        if job.get("JobState") not in ("RUNNING", "COMPLETING", "PENDING", "CONFIGURING") or wait.expired():
+            return job
+        wait.pause(f"sbatch job {job_id} to end ({job.get('JobState')})")
+
+
+def _cancel(job_id: str) -> bool:
+    """Cancel a test job and wait (bounded) until it has left the queue: whether it has."""
+    run(f"scancel {job_id}")
+    wait = BoundedWait(STEP_WAIT)
+    while run(f"squeue --noheader --jobs={job_id} --states=PENDING,RUNNING,COMPLETING,CONFIGURING")[1].strip():
+        if wait.expired():
+            report(f"sbatch job {job_id} cancelled but still in the queue after {STEP_WAIT} s")
+            return False
+        wait.pause(f"cancelled sbatch job {job_id} to leave the queue")
+    return True
 
 
 @operation(is_idempotent=True)
@@ -209,7 +449,7 @@ def verify_slurm(cluster: Cluster) -> None:
     if cluster.resume_nodes:
         resume_stopped_nodes(name="Resume DOWN or DRAINED nodes (slurm_resume_nodes)", node_names=cluster.reachable_nodes)
     slurm_works(
-        name="Slurm works: nodes idle, srun on all, sbatch job done",
+        name="Slurm works: nodes healthy, srun on free nodes, sbatch job done (or pending on a full cluster)",
         node_names=cluster.reachable_nodes,
         unreachable=[h.node_name for h in cluster.compute_hosts if not h.reachable],
     )

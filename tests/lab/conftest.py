@@ -24,9 +24,13 @@ NODES = int(os.environ.get("TEST_LAB_NODES", "2"))
 RELEASE = os.environ.get("RELEASE", "trixie")
 # A slurm-drmaa release tarball for the DRMAA runner tests (lab hosts reach no release downloads).
 DRMAA_TARBALL = os.environ.get("SLURM_DRMAA_TARBALL", "")
+# TEST_SLURM_ONLY=1 deploys the Slurm layers only (deploy_galaxy=false), for quick
+# iterations on them; the Galaxy tests then fail. The default is the full stack.
+SLURM_ONLY = os.environ.get("TEST_SLURM_ONLY") == "1"
 HOST_NAMES = [f"{LAB_NAME}-head"] + [f"{LAB_NAME}-c{i}" for i in range(1, NODES + 1)]
 COMPUTE_NAMES = HOST_NAMES[1:]
 TIMINGS: dict[str, float] = {}
+NOTES: list[str] = []  # printed after the timings (e.g. jobs in flight and how they ended)
 
 
 def lab(*args: str) -> None:
@@ -80,7 +84,8 @@ class Deployer:
                "SLURM_DRMAA_TARBALL": self.drmaa_tarball}
         started = time.monotonic()
         process = subprocess.run(
-            [str(Path(sys.executable).parent / "pyinfra"), "-y", "--json", *extra, "inventory.py", "deploy.py"],
+            [str(Path(sys.executable).parent / "pyinfra"), "-y", "--json",
+             *(("--data", "deploy_galaxy=false") if SLURM_ONLY else ()), *extra, "inventory.py", "deploy.py"],
             cwd=PROJECT, env=env, capture_output=True, text=True,
         )
         seconds = time.monotonic() - started
@@ -127,3 +132,5 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("lab timings")
         for what, seconds in TIMINGS.items():
             terminalreporter.write_line(f"{what:40} {seconds:7.1f} s")
+    for note in NOTES:
+        terminalreporter.write_line(note)

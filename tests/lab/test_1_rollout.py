@@ -19,7 +19,7 @@ GALAXY_THROUGH_SLURM = re.compile(
 
 def test_fresh_rollout_verifies_the_cluster(first_deploy):
     log = first_deploy.log
-    assert f"sinfo: {NODES} nodes idle" in log
+    assert f"sinfo: {NODES} nodes healthy" in log
     assert f"srun -N{NODES}: ran on" in log
     assert "sbatch job" in log and "completed on" in log
     assert first_deploy.changes > 0

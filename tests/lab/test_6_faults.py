@@ -58,7 +58,7 @@ def test_drained_node_is_named_and_resumed_on_request(first_deploy, deploy, lab_
     lab_host(CONTROLLER).check_output(f"scontrol update nodename={node} state=drain reason='fan failure'")
     stopped = deploy()
     assert stopped.returncode == 1
-    assert f"nodes not idle: {node}=drain" in stopped.log and "fan failure" in stopped.log
+    assert f"nodes not healthy: {node}=drain" in stopped.log and "fan failure" in stopped.log
     assert "slurm_resume_nodes=true" in stopped.log
     still = deploy()  # not resumed silently
     assert still.returncode == 1

@@ -1,0 +1,138 @@
+"""Healthy is not idle: a deploy on a cluster full of running jobs verifies it
+without waiting for it to empty, and its changes (slurm.conf, a new compute
+host) keep every job in flight running to completion.
+
+Each case fills every CPU of the compute nodes with held batch jobs
+(tests/lab/inflight.py), runs the deploy, checks the jobs still run where they
+started, releases them and checks each one COMPLETED with exit 0:0. The cluster
+grows by one compute host in the last case (this replaces a separate grow test,
+so the lab grows once).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.lab.conftest import COMPUTE_NAMES, HOST_NAMES, LAB_NAME, NODES, NOTES, TIMINGS, lab
+from tests.lab.inflight import InFlightJobs
+
+pytestmark = pytest.mark.lab
+
+CONTROLLER = HOST_NAMES[0]
+# Galaxy's upload-job check needs a free CPU; its busy-cluster behaviour is the
+# Galaxy verification's own (not this module's): keep it out of these runs.
+BUSY = ("--data", "verify_galaxy_job=false")
+PARTITION_NAMES = "scontrol --oneliner show partition | grep -o '^PartitionName=[^ ]*' | cut -d= -f2"
+TWO_PARTITIONS = [
+    {"name": "debug", "nodes": "ALL", "default": True, "max_time": "INFINITE"},
+    {"name": "long", "nodes": "ALL", "max_time": "7-00:00:00"},
+]
+
+
+@pytest.fixture
+def jobs(request, first_deploy, lab_host):
+    held = InFlightJobs(lab_host(CONTROLLER))
+    yield held
+    held.cancel()  # whatever a failing test left behind
+    NOTES.append(f"{request.node.name}: {held.summary()}")
+
+
+def verify_jobs_left(lab_host) -> str:
+    return lab_host(CONTROLLER).check_output("squeue --noheader --name=pgs-verify")
+
+
+def daemon_pids(lab_host) -> dict[str, str]:
+    """slurmctld's and each slurmd's main PID: a restart changes it."""
+    units = {CONTROLLER: "slurmctld", **{name: "slurmd" for name in COMPUTE_NAMES}}
+    return {f"{unit} on {name}": lab_host(name).check_output(f"systemctl show --property=MainPID --value {unit}")
+            for name, unit in units.items()}
+
+
+def note_restarts(what: str, before: dict[str, str], after: dict[str, str]) -> None:
+    """Which daemons the change restarted while the jobs ran (recorded, not asserted:
+    how a change is applied is tasks/slurm.py's business; that jobs survive it is this module's)."""
+    restarted = [daemon for daemon in before if before[daemon] != after[daemon]]
+    NOTES.append(f"{what}: restarted with jobs in flight: {', '.join(restarted) or 'nothing'}")
+
+
+def note_verification(what: str, run) -> None:
+    lines = [line.strip() for line in run.log.splitlines()
+             if "] " in line and any(key in line for key in ("sinfo:", "srun", "sbatch job"))]
+    NOTES.append(f"{what} ({run.seconds:.1f} s): " + " | ".join(lines))
+
+
+def assert_full_cluster_verified(run) -> None:
+    assert "accepted and PENDING (" in run.log and "job cancelled" in run.log, run.log[-3000:]
+    assert "busy but healthy" in run.log
+
+
+def test_no_change_rerun_on_a_full_cluster(jobs, deploy, lab_host):
+    jobs.submit(COMPUTE_NAMES)
+    jobs.wait_running()
+    before = daemon_pids(lab_host)
+    rerun = deploy(*BUSY)
+    TIMINGS["no-change re-run, cluster full"] = rerun.seconds
+    note_verification("no-change re-run", rerun)
+    jobs.assert_running()
+    assert daemon_pids(lab_host) == before  # a re-run restarts nothing
+    jobs.release()
+    jobs.assert_completed()
+    assert rerun.returncode == 0, rerun.log[-5000:]
+    assert rerun.changes == 0, rerun.changed_operations()
+    assert f"sinfo: {NODES} nodes healthy" in rerun.log
+    assert_full_cluster_verified(rerun)
+    assert verify_jobs_left(lab_host) == ""
+
+
+def test_slurm_conf_change_keeps_jobs_running(jobs, deploy, lab_host):
+    jobs.submit(COMPUTE_NAMES)
+    jobs.wait_running()
+    before = daemon_pids(lab_host)
+    added = deploy(*BUSY, "--data", f"slurm_partitions={json.dumps(TWO_PARTITIONS)}")
+    TIMINGS["add a partition, cluster full"] = added.seconds
+    jobs.assert_running()
+    partitions = lab_host(CONTROLLER).check_output(PARTITION_NAMES)
+    between = daemon_pids(lab_host)
+    removed = deploy(*BUSY)
+    TIMINGS["remove it again, cluster full"] = removed.seconds
+    jobs.assert_running()
+    note_restarts("add a partition", before, between)
+    note_verification("add a partition", added)
+    note_verification("remove it again", removed)
+    note_restarts("remove it again", between, daemon_pids(lab_host))
+    jobs.release()
+    jobs.assert_completed()
+    for run in (added, removed):
+        assert run.returncode == 0, run.log[-5000:]
+        assert any("slurm.conf" in op for op in run.changed_operations()), run.changed_operations()
+        assert_full_cluster_verified(run)
+    assert partitions.split() == ["debug", "long"]
+    assert lab_host(CONTROLLER).check_output(PARTITION_NAMES).split() == ["debug"]
+    assert verify_jobs_left(lab_host) == ""
+
+
+def test_added_compute_host_joins_while_jobs_run(jobs, deploy, lab_host):
+    new_node = f"{LAB_NAME}-c{NODES + 1}"
+    jobs.submit(COMPUTE_NAMES)
+    jobs.wait_running()
+    before = daemon_pids(lab_host)
+    lab("up", "--nodes", str(NODES + 1))
+    grown = deploy(*BUSY)
+    TIMINGS["add a compute host, cluster full"] = grown.seconds
+    jobs.assert_running()
+    note_restarts("add a compute host", before, daemon_pids(lab_host))
+    note_verification("add a compute host", grown)
+    rerun = deploy(*BUSY)  # still busy: the old nodes are full, the new one is not
+    jobs.assert_running()
+    note_verification("re-run after adding it", rerun)
+    jobs.release()
+    jobs.assert_completed()
+    assert grown.returncode == 0, grown.log[-5000:]
+    assert f"sinfo: {NODES + 1} nodes healthy" in grown.log
+    # The only free CPUs are on the new node: the checks run there, the others are busy.
+    assert f"srun -N1: ran on {new_node}; busy but healthy: " in grown.log, grown.log[-3000:]
+    assert f"completed on {new_node}" in grown.log
+    assert rerun.returncode == 0 and rerun.changes == 0, rerun.changed_operations()
+    assert verify_jobs_left(lab_host) == ""
