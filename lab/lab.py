@@ -309,12 +309,29 @@ def add_sudo_user(host: Host) -> None:
 
 
 def cache_binds(host: Host) -> list[str]:
-    apt_cache = CACHE_ROOT / "apt" / host.release / host.name.split("-", 1)[-1]
+    # Each host has its own apt archive directory: apt locks it while it downloads,
+    # so hosts of two labs installing at once failed on each other's lock
+    # ("Could not get lock /var/cache/apt/archives/lock"). What any host downloaded
+    # before is shared by hard links.
+    apt_cache = CACHE_ROOT / "apt" / host.release / host.name
     pip_cache = CACHE_ROOT / "pip" / host.release
     (apt_cache / "partial").mkdir(parents=True, exist_ok=True)
+    link_cached_packages(apt_cache)
     pip_cache.mkdir(parents=True, exist_ok=True)
     pip_cache.chmod(0o1777)
     return [f"--bind={apt_cache}:/var/cache/apt/archives", f"--bind={pip_cache}:/var/cache/pip"]
+
+
+def link_cached_packages(apt_cache: Path) -> None:
+    """Hard links in apt_cache to the .deb files the other hosts' archives hold."""
+    for other in apt_cache.parent.iterdir():
+        if other == apt_cache or not other.is_dir():
+            continue
+        for deb in other.glob("*.deb"):
+            try:
+                os.link(deb, apt_cache / deb.name)
+            except FileExistsError:
+                pass
 
 
 def boot(host: Host) -> None:
