@@ -257,7 +257,9 @@ def prepare_root(host: Host) -> None:
         # A host booted again keeps the base image it was made on, even if a newer one exists.
         lower_record = host.dir / "lower"
         if not lower_record.exists():
-            lower_record.write_text(f"{base_image(host.release)}\n")
+            unnamed = CACHE_ROOT / f"base-{host.release}"  # before base images were named by their contents
+            made_on_unnamed = (host.dir / "personalised").exists() and unnamed.exists()
+            lower_record.write_text(f"{unnamed if made_on_unnamed else base_image(host.release)}\n")
         lower = lower_record.read_text().strip()
         run("mount", "-t", "overlay", "overlay", "-o",
             f"lowerdir={lower},upperdir={host.dir / 'upper'},workdir={host.dir / 'work'}", str(host.root))
