@@ -8,6 +8,9 @@ RELEASE ?= trixie
 NODES ?= 2
 LAB_NAME ?= pgs
 LAB_SUBNET ?= 10.213.0.0/24
+# The lab hosts' SSH login: root, or a normal user with passwordless sudo (root's login then refused).
+LAB_SSH_USER ?= root
+export TEST_LAB_SSH_USER ?= $(LAB_SSH_USER)
 LAB := $(PYTHON) lab/lab.py --name $(LAB_NAME) --subnet $(LAB_SUBNET)
 export LAB_INVENTORY := /var/lib/pgs-lab/$(LAB_NAME)/hosts.json
 export RELEASE
@@ -42,7 +45,7 @@ deploy: venv
 	$(VENV)/bin/pyinfra -y inventory.py deploy.py
 
 lab-up: deps
-	$(LAB) up --nodes $(NODES) --release $(RELEASE)
+	$(LAB) up --nodes $(NODES) --release $(RELEASE) --ssh-user $(LAB_SSH_USER)
 
 lab-down:
 	$(LAB) down

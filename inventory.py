@@ -18,13 +18,17 @@ _LAB_INVENTORY = os.environ.get("LAB_INVENTORY")
 
 
 def _lab_groups(path: str) -> dict[str, list]:
+    """The lab's hosts by group, from the hosts.json `lab/lab.py up` wrote. A lab booted
+    with --ssh-user NAME is reached as NAME, every operation through sudo."""
     with open(path) as handle:
         lab = json.load(handle)
+    ssh_user = lab.get("ssh_user", "root")
     ssh = {
-        "ssh_user": "root",
+        "ssh_user": ssh_user,
         "ssh_key": lab["ssh_key"],
         "ssh_strict_host_key_checking": "no",
         "ssh_known_hosts_file": "/dev/null",
+        **({"_sudo": True} if ssh_user != "root" else {}),
     }
     groups: dict[str, list] = {"slurm_controller": [], "slurm_compute": [], "galaxy": []}
     for lab_host in lab["hosts"]:

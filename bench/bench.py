@@ -97,7 +97,7 @@ class HostMemory(threading.Thread):
 
 def deploy(*extra: str, timings: Path | None = None) -> dict:
     """One pyinfra run against the bench lab: wall time, changes, peak RSS of pyinfra, phases."""
-    env = {**os.environ, "LAB_INVENTORY": str(STATE / "hosts.json"), "PGS_SECRETS_DIR": tempfile.gettempdir() + "/pgsbench-secrets"}
+    env = {**os.environ, "LAB_INVENTORY": str(STATE / "hosts.json")}
     env.pop("SLURM_DRMAA_TARBALL", None)
     if timings:
         env["PGS_TIMINGS"] = str(timings)

@@ -3,11 +3,13 @@
 
 Each host is a systemd-nspawn container booted with systemd as PID 1, in its own
 network namespace, on a private bridge with NAT to the package registries, and
-reachable over SSH as root with a key generated for the lab. Hosts start bare:
+reachable over SSH with a key generated for the lab: as root, or with
+--ssh-user NAME as a normal user NAME (uid 1000) with passwordless sudo, root's
+SSH login then refused, as on hosts where admins may not log in as root. Hosts start bare:
 no cluster entries in /etc/hosts, no Slurm. They share one directory, bound at
 /srv/galaxy on every host, standing in for a cluster's shared filesystem.
 
-    lab.py up [--nodes N] [--release bookworm|trixie]   idempotent
+    lab.py up [--nodes N] [--release bookworm|trixie] [--ssh-user NAME]   idempotent
     lab.py down [--purge-cache]                          removes all it made
     lab.py stop HOST / start HOST                        power a host off / on
     lab.py status
@@ -21,9 +23,11 @@ deploy itself still installs everything for real.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import ipaddress
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -39,9 +43,21 @@ CACHE_ROOT = Path(os.environ.get("LAB_CACHE_ROOT", "/var/cache/pgs-lab"))
 RELEASES = ("bookworm", "trixie")
 BASE_PACKAGES = (
     "systemd,systemd-sysv,dbus,openssh-server,python3,ca-certificates,"
-    "iproute2,procps,util-linux,netbase,less"
+    "iproute2,procps,util-linux,netbase,less,sudo"
+)
+# mmdebstrap hooks run on the base image ("$1" is its root).
+BASE_HOOKS = (
+    # The lab hosts must trust this machine's CA certificates (TLS-inspected
+    # registries): lab plumbing, not part of the deploy.
+    'mkdir -p "$1/usr/local/share/ca-certificates"',
+    'cp /usr/local/share/ca-certificates/*.crt "$1/usr/local/share/ca-certificates/" 2>/dev/null || true',
+    'chroot "$1" update-ca-certificates >/dev/null',
+    # Lab hosts share one pip wheel cache (bound in at boot).
+    'printf "[global]\\ncache-dir = /var/cache/pip\\n" > "$1/etc/pip.conf"',
 )
 SHARED_MOUNT = "/srv/galaxy"
+SSH_USER_UID = 1000
+USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 SSH_TIMEOUT = 90
 STOP_TIMEOUT = 30
 NAT_COMMENT = "pgs-lab"
@@ -114,6 +130,7 @@ class Host:
     lab: Lab
     name: str
     release: str
+    ssh_user: str = "root"
 
     @property
     def dir(self) -> Path:
@@ -152,29 +169,29 @@ class Host:
 
 
 def base_image(release: str) -> Path:
-    """The cached base rootfs of a release, built with mmdebstrap on first use."""
-    base = CACHE_ROOT / f"base-{release}"
+    """The cached base rootfs of a release, built with mmdebstrap on first use.
+
+    Its directory name carries a hash of the packages and hooks that went into it,
+    so a change to either builds a new image beside the old one (which hosts booted
+    earlier may still use as their lower layer) instead of reusing a stale one.
+    """
+    digest = hashlib.sha256("\n".join((BASE_PACKAGES, *BASE_HOOKS)).encode()).hexdigest()[:8]
+    base = CACHE_ROOT / f"base-{release}-{digest}"
     if (base / "etc/os-release").exists():
         return base
     log(f"building the {release} base image (once; cached in {base})")
-    tmp = base.with_name(base.name + ".tmp")
+    tmp = base.with_name(f"{base.name}.tmp{os.getpid()}")  # two labs may build it at once
     shutil.rmtree(tmp, ignore_errors=True)
     CACHE_ROOT.mkdir(parents=True, exist_ok=True)
-    # The lab hosts must trust this machine's CA certificates (TLS-inspected
-    # registries): lab plumbing, not part of the deploy.
-    hooks = [
-        'mkdir -p "$1/usr/local/share/ca-certificates"',
-        'cp /usr/local/share/ca-certificates/*.crt "$1/usr/local/share/ca-certificates/" 2>/dev/null || true',
-        'chroot "$1" update-ca-certificates >/dev/null',
-        # Lab hosts share one pip wheel cache (bound in at boot).
-        'printf "[global]\\ncache-dir = /var/cache/pip\\n" > "$1/etc/pip.conf"',
-    ]
     run(
         "mmdebstrap", "--variant=apt", f"--include={BASE_PACKAGES}",
-        *[f"--customize-hook={hook}" for hook in hooks],
+        *[f"--customize-hook={hook}" for hook in BASE_HOOKS],
         release, str(tmp),
     )
-    tmp.rename(base)
+    try:
+        tmp.rename(base)
+    except OSError:  # another lab finished the same image first
+        shutil.rmtree(tmp, ignore_errors=True)
     return base
 
 
@@ -237,7 +254,13 @@ def prepare_root(host: Host) -> None:
     for sub in ("upper", "work", "root"):
         (host.dir / sub).mkdir(parents=True, exist_ok=True)
     if not os.path.ismount(host.root):
-        lower = base_image(host.release)
+        # A host booted again keeps the base image it was made on, even if a newer one exists.
+        lower_record = host.dir / "lower"
+        if not lower_record.exists():
+            unnamed = CACHE_ROOT / f"base-{host.release}"  # before base images were named by their contents
+            made_on_unnamed = (host.dir / "personalised").exists() and unnamed.exists()
+            lower_record.write_text(f"{unnamed if made_on_unnamed else base_image(host.release)}\n")
+        lower = lower_record.read_text().strip()
         run("mount", "-t", "overlay", "overlay", "-o",
             f"lowerdir={lower},upperdir={host.dir / 'upper'},workdir={host.dir / 'work'}", str(host.root))
     root = host.root
@@ -253,21 +276,64 @@ def prepare_root(host: Host) -> None:
     machine_id = root / "etc/machine-id"
     if not machine_id.exists() or len(machine_id.read_text().strip()) != 32:
         machine_id.write_text(secrets.token_hex(16) + "\n")
-    ssh_dir = root / "root/.ssh"
+    if host.ssh_user == "root":
+        authorize_key(host, root / "root", 0, 0)
+    else:
+        add_sudo_user(host)
+
+
+def authorize_key(host: Host, home: Path, uid: int, gid: int) -> None:
+    """The lab's public key in HOME/.ssh/authorized_keys, owned by uid:gid."""
+    ssh_dir = home / ".ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     authorized = ssh_dir / "authorized_keys"
     authorized.write_text(Path(str(host.lab.ssh_key) + ".pub").read_text())
     authorized.chmod(0o600)
+    for path in (ssh_dir, authorized):
+        os.chown(path, uid, gid)
+
+
+def add_sudo_user(host: Host) -> None:
+    """The host's only SSH login: user ssh_user (uid 1000, home /home/NAME) with
+    passwordless sudo; root's login is refused (PermitRootLogin no, no key)."""
+    root, user = host.root, host.ssh_user
+    if not any(line.split(":", 1)[0] == user for line in (root / "etc/passwd").read_text().splitlines()):
+        # '*': no password, but not a locked account, so sshd lets the key in.
+        run("chroot", str(root), "useradd", "--create-home", "--uid", str(SSH_USER_UID),
+            "--user-group", "--shell", "/bin/bash", "--password", "*", user)
+    authorize_key(host, root / "home" / user, SSH_USER_UID, SSH_USER_UID)
+    sudoers = root / "etc/sudoers.d/pgs-lab"
+    sudoers.write_text(f"{user} ALL=(ALL) NOPASSWD:ALL\n")
+    sudoers.chmod(0o440)
+    sshd = root / "etc/ssh/sshd_config.d/pgs-lab.conf"  # included before sshd_config's own settings
+    sshd.write_text("PermitRootLogin no\n")
+    (root / "root/.ssh/authorized_keys").unlink(missing_ok=True)
 
 
 def cache_binds(host: Host) -> list[str]:
-    # Per lab and role: apt locks its archive, and labs may run side by side.
-    apt_cache = CACHE_ROOT / "apt" / host.release / host.lab.name / host.name.split("-", 1)[-1]
+    # Each host has its own apt archive directory: apt locks it while it downloads,
+    # so hosts of two labs installing at once failed on each other's lock
+    # ("Could not get lock /var/cache/apt/archives/lock"). What any host downloaded
+    # before is shared by hard links.
+    apt_cache = CACHE_ROOT / "apt" / host.release / host.name
     pip_cache = CACHE_ROOT / "pip" / host.release
     (apt_cache / "partial").mkdir(parents=True, exist_ok=True)
+    link_cached_packages(apt_cache)
     pip_cache.mkdir(parents=True, exist_ok=True)
     pip_cache.chmod(0o1777)
     return [f"--bind={apt_cache}:/var/cache/apt/archives", f"--bind={pip_cache}:/var/cache/pip"]
+
+
+def link_cached_packages(apt_cache: Path) -> None:
+    """Hard links in apt_cache to the .deb files the other hosts' archives hold."""
+    for other in apt_cache.parent.iterdir():
+        if other == apt_cache or not other.is_dir():
+            continue
+        for deb in other.glob("*.deb"):
+            try:
+                os.link(deb, apt_cache / deb.name)
+            except FileExistsError:
+                pass
 
 
 def boot(host: Host) -> None:
@@ -325,28 +391,33 @@ def power_off(host: Host) -> None:
 # --- commands ---------------------------------------------------------------
 
 
-def write_ssh_material(lab: Lab) -> None:
+def write_ssh_material(lab: Lab, ssh_user: str) -> None:
     if not lab.ssh_key.exists():
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{lab.name}-lab", "-f", str(lab.ssh_key))
     (lab.state_dir / "ssh_config").write_text(
-        "Host *\n  User root\n"
+        f"Host *\n  User {ssh_user}\n"
         f"  IdentityFile {lab.ssh_key}\n"
         "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
     )
 
 
-def up(lab: Lab, nodes: int, release: str) -> None:
+def up(lab: Lab, nodes: int, release: str, ssh_user: str) -> None:
     if nodes < 1:
         raise SystemExit("lab: --nodes must be at least 1")
+    if not USER_NAME.fullmatch(ssh_user):
+        raise SystemExit(f"lab: --ssh-user {ssh_user!r} is not a user name (lower-case letters, digits, _ and -)")
     recorded = lab.read_hosts()
     if recorded and recorded["release"] != release:
         raise SystemExit(f"lab: {lab.name} runs {recorded['release']}; `make lab-down` before switching to {release}")
+    if recorded and recorded.get("ssh_user", "root") != ssh_user:
+        raise SystemExit(f"lab: {lab.name} logs in as {recorded.get('ssh_user', 'root')}; "
+                         f"`make lab-down` before switching to --ssh-user {ssh_user}")
     started = time.monotonic()
     lab.state_dir.mkdir(parents=True, exist_ok=True)
-    write_ssh_material(lab)
+    write_ssh_material(lab, ssh_user)
     base_image(release)
     network_up(lab)
-    hosts = [Host(lab, name, release) for name in lab.host_names(nodes)]
+    hosts = [Host(lab, name, release, ssh_user) for name in lab.host_names(nodes)]
     for host in hosts:
         boot(host)
     deadline = time.monotonic() + SSH_TIMEOUT
@@ -355,6 +426,7 @@ def up(lab: Lab, nodes: int, release: str) -> None:
     inventory = {
         "lab": lab.name,
         "release": release,
+        "ssh_user": ssh_user,
         "ssh_key": str(lab.ssh_key),
         "ssh_config": str(lab.state_dir / "ssh_config"),
         "shared_dir": SHARED_MOUNT,
@@ -389,10 +461,11 @@ def down(lab: Lab, purge_cache: bool) -> None:
 
 
 def host_command(lab: Lab, name: str, action: str) -> None:
-    release = lab.read_hosts().get("release")
+    recorded = lab.read_hosts()
+    release = recorded.get("release")
     if not release or not (lab.state_dir / "hosts" / name).exists():
         raise SystemExit(f"lab: no host {name} in lab {lab.name}")
-    host = Host(lab, name, release)
+    host = Host(lab, name, release, recorded.get("ssh_user", "root"))
     if action == "stop":
         power_off(host)
     else:
@@ -414,6 +487,8 @@ def main() -> None:
     up_parser = sub.add_parser("up")
     up_parser.add_argument("--nodes", type=int, default=int(os.environ.get("LAB_NODES", "2")))
     up_parser.add_argument("--release", choices=RELEASES, default=os.environ.get("RELEASE", "trixie"))
+    up_parser.add_argument("--ssh-user", default=os.environ.get("LAB_SSH_USER", "root"),
+                           help="the hosts' only SSH login; not root: a user with passwordless sudo")
     down_parser = sub.add_parser("down")
     down_parser.add_argument("--purge-cache", action="store_true")
     for action in ("stop", "start"):
@@ -424,7 +499,7 @@ def main() -> None:
         raise SystemExit("lab: run as root (containers, namespaces and NAT need it)")
     lab = Lab(args.name, ipaddress.IPv4Network(args.subnet))
     if args.command == "up":
-        up(lab, args.nodes, args.release)
+        up(lab, args.nodes, args.release, args.ssh_user)
     elif args.command == "down":
         down(lab, args.purge_cache)
     elif args.command in ("stop", "start"):

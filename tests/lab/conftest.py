@@ -2,6 +2,9 @@
 
 The test lab has its own name and subnet, so `make test` never disturbs the
 demo lab. KEEP_LAB=1 leaves it running afterwards for a look around.
+TEST_LAB_SSH_USER=NAME boots hosts whose only SSH login is NAME with sudo
+(`lab.py up --ssh-user`): the deploy and these tests then go through sudo.
+Tests that need labs of their own (two clusters at once) boot them with `LabHosts`.
 """
 
 from __future__ import annotations
@@ -11,16 +14,19 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import testinfra
 
+from tests.lab.secret_watch import ReadableFile, SecretWatch, testinfra_host
+
 PROJECT = Path(__file__).resolve().parents[2]
 LAB_NAME = os.environ.get("TEST_LAB_NAME", "pgstest")
 LAB_SUBNET = os.environ.get("TEST_LAB_SUBNET", "10.213.1.0/24")
 NODES = int(os.environ.get("TEST_LAB_NODES", "2"))
+SSH_USER = os.environ.get("TEST_LAB_SSH_USER", "root")
 RELEASE = os.environ.get("RELEASE", "trixie")
 # A slurm-drmaa release tarball for the DRMAA runner tests (lab hosts reach no release downloads).
 DRMAA_TARBALL = os.environ.get("SLURM_DRMAA_TARBALL", "")
@@ -33,8 +39,51 @@ TIMINGS: dict[str, float] = {}
 NOTES: list[str] = []  # printed after the timings (e.g. jobs in flight and how they ended)
 
 
+@dataclass
+class LabHosts:
+    """One lab of `lab/lab.py`: its hosts (NAME-head, NAME-c1..cN), booted fresh
+    by `up`, and testinfra handles on them (through sudo when ssh_user is not root)."""
+
+    name: str
+    subnet: str
+    nodes: int
+    ssh_user: str = SSH_USER
+    release: str = RELEASE
+    _hosts: dict = field(default_factory=dict, repr=False)
+
+    def lab(self, *args: str) -> None:
+        subprocess.run([sys.executable, str(PROJECT / "lab/lab.py"), "--name", self.name, "--subnet", self.subnet, *args],
+                       check=True)
+
+    def up(self) -> None:
+        """Fresh bare hosts: whatever an earlier run left under this name goes first."""
+        self.lab("down")
+        self.lab("up", "--nodes", str(self.nodes), "--release", self.release, "--ssh-user", self.ssh_user)
+
+    def down(self) -> None:
+        self._hosts.clear()
+        self.lab("down")
+
+    @property
+    def inventory(self) -> Path:
+        return Path(f"/var/lib/pgs-lab/{self.name}/hosts.json")
+
+    @property
+    def host_names(self) -> list[str]:
+        return [f"{self.name}-head"] + [f"{self.name}-c{i}" for i in range(1, self.nodes + 1)]
+
+    def host(self, name: str) -> testinfra.host.Host:
+        """testinfra host of NAME, over SSH with the lab's key, as the lab's SSH user."""
+        if name not in self._hosts:
+            self._hosts[name] = testinfra_host(json.loads(self.inventory.read_text()), name)
+        return self._hosts[name]
+
+
+TEST_LAB = LabHosts(LAB_NAME, LAB_SUBNET, NODES)
+
+
 def lab(*args: str) -> None:
-    subprocess.run([sys.executable, str(PROJECT / "lab/lab.py"), "--name", LAB_NAME, "--subnet", LAB_SUBNET, *args], check=True)
+    TEST_LAB.lab(*args)
 
 
 @dataclass
@@ -43,6 +92,7 @@ class DeployRun:
     result: dict | None  # pyinfra's --json output
     log: str  # everything pyinfra wrote to stderr
     seconds: float
+    readable_files: list[ReadableFile] = field(default_factory=list)  # seen by a SecretWatch during the run
 
     @property
     def changes(self) -> int:
@@ -57,31 +107,26 @@ def lab_inventory(tmp_path_factory) -> Path:
     if os.geteuid() != 0:
         pytest.fail("the lab tests boot containers and need root: run `make test` as root")
     started = time.monotonic()
-    lab("down")
-    lab("up", "--nodes", str(NODES), "--release", RELEASE)
+    TEST_LAB.up()
     TIMINGS["lab up (bare hosts)"] = time.monotonic() - started
-    yield Path(f"/var/lib/pgs-lab/{LAB_NAME}/hosts.json")
+    yield TEST_LAB.inventory
     if os.environ.get("KEEP_LAB") != "1":
-        lab("down")
-
-
-@pytest.fixture(scope="session")
-def secrets_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("secrets")
+        TEST_LAB.down()
 
 
 class Deployer:
     """Runs the deploy against the test lab. The Galaxy job runner is the CLI one
     until a test switches `drmaa_tarball` on; later runs keep that choice."""
 
-    def __init__(self, lab_inventory: Path, secrets_dir: Path):
+    def __init__(self, lab_inventory: Path):
         self.lab_inventory = lab_inventory
-        self.secrets_dir = secrets_dir
         self.drmaa_tarball = ""
 
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "LAB_INVENTORY": str(self.lab_inventory), "SLURM_DRMAA_TARBALL": self.drmaa_tarball}
+
     def __call__(self, *extra: str) -> DeployRun:
-        env = {**os.environ, "LAB_INVENTORY": str(self.lab_inventory), "PGS_SECRETS_DIR": str(self.secrets_dir),
-               "SLURM_DRMAA_TARBALL": self.drmaa_tarball}
+        env = self.env()
         started = time.monotonic()
         process = subprocess.run(
             [str(Path(sys.executable).parent / "pyinfra"), "-y", "--json",
@@ -97,13 +142,16 @@ class Deployer:
 
 
 @pytest.fixture(scope="session")
-def deploy(lab_inventory, secrets_dir) -> Deployer:
-    return Deployer(lab_inventory, secrets_dir)
+def deploy(lab_inventory) -> Deployer:
+    return Deployer(lab_inventory)
 
 
 @pytest.fixture(scope="session")
 def first_deploy(deploy) -> DeployRun:
-    run = deploy()
+    """The fresh rollout, watched for files other users could read (test_6 looks for secrets in them)."""
+    with SecretWatch.of_inventory(deploy.lab_inventory) as watch:
+        run = deploy()
+    run.readable_files = watch.records
     TIMINGS["fresh rollout"] = run.seconds
     assert run.returncode == 0, run.log[-5000:]
     return run
@@ -111,20 +159,8 @@ def first_deploy(deploy) -> DeployRun:
 
 @pytest.fixture(scope="session")
 def lab_host(lab_inventory, first_deploy):
-    """testinfra host of a lab host, by name, over SSH with the lab's key."""
-    lab_data = json.loads(lab_inventory.read_text())
-    addresses = {h["name"]: h["address"] for h in lab_data["hosts"]}
-    cache: dict[str, testinfra.host.Host] = {}
-
-    def get(name: str):
-        if name not in cache:
-            cache[name] = testinfra.get_host(
-                f"paramiko://root@{addresses[name]}?ssh_identity_file={lab_data['ssh_key']}&timeout=10",
-                ssh_config=lab_data["ssh_config"],
-            )
-        return cache[name]
-
-    return get
+    """testinfra host of a lab host, by name (commands run through sudo on a sudo-user lab)."""
+    return TEST_LAB.host
 
 
 def pytest_terminal_summary(terminalreporter):
