@@ -168,7 +168,7 @@ def main() -> int:
     dataset_id = upload["outputs"][0]["id"]
     report.update(galaxy_job_id=job_id, dataset_id=dataset_id)
 
-    state, placement, pending_since, slurm = "new", {}, None, {}
+    state, placement, pending_since, slurm, polls = "new", {}, None, {}, 0
     while time.monotonic() - submitted < args.timeout:
         state = galaxy.datasets.show_dataset(dataset_id)["state"]
         if state in DATASET_DONE:
@@ -181,10 +181,13 @@ def main() -> int:
                 pending_since = None
             else:
                 pending_since = pending_since or time.monotonic()
-                if time.monotonic() - pending_since >= args.pending_wait:
+                waited = time.monotonic() - pending_since
+                if waited >= args.pending_wait:
                     break
-                progress(f"Slurm job {placement['external_id']} PENDING ({slurm.get('Reason')}) "
-                         f"for {time.monotonic() - pending_since:.0f} s of {args.pending_wait}")
+                if not polls % 10:
+                    progress(f"waiting for Slurm job {placement['external_id']}: PENDING ({slurm.get('Reason')}) "
+                             f"for {waited:.0f} s of at most {args.pending_wait}")
+        polls += 1
         time.sleep(1)
     placement = job_placement(admin, job_id)
     report.update(placement, dataset_state=state, seconds_to_ok=round(time.monotonic() - submitted, 1))
