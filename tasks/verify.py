@@ -22,15 +22,15 @@ from tasks.operations import fail, log_tail, run, wait_until
 SHARE_DIR = "/usr/local/share/pyinfra-galaxy-slurm"
 VERIFY_SCRIPT = f"{SHARE_DIR}/slurm-verify.sbatch"
 GALAXY_VERIFY_SCRIPT = f"{SHARE_DIR}/galaxy-verify.py"
+IDLE_TIMEOUT = 90
+JOB_TIMEOUT = 120
+GALAXY_START_TIMEOUT = 240
 # The Galaxy check runs bioblend from a venv of the deploy's own (Galaxy's venv stays Galaxy's).
 VERIFY_VENV = f"{SHARE_DIR}/venv"
 BIOBLEND = "bioblend==1.9.0"  # pyinfra's pip.packages compares one exact version: a range would reinstall every run
 # The verification user's API key, made once by galaxy-verify.py; root only.
 PRIVATE_DIR = "/etc/pyinfra-galaxy-slurm"
 GALAXY_VERIFY_KEY = f"{PRIVATE_DIR}/galaxy-verify-user.json"
-IDLE_TIMEOUT = 90
-JOB_TIMEOUT = 120
-GALAXY_START_TIMEOUT = 240
 
 
 class CheckFailed(Exception):
