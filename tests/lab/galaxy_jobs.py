@@ -108,3 +108,14 @@ class GalaxyJobs:
 
     def handler_pid(self, handler: str = "handler0") -> str:
         return self.ssh(f"supervisorctl pid gx:{handler}").strip()
+
+    def handler_starts(self, handler: str = "handler0") -> int:
+        """How many times the handler began loading its runners (its log survives restarts)."""
+        return int(self.ssh(f"grep -c 'will load all configured runner plugins' {self.root}/log/{handler}.log || true").strip() or 0)
+
+    def handler_ready(self, handler: str = "handler0") -> bool:
+        """The handler RUNNING under supervisor and its runners loaded since its last start."""
+        return self.ssh(
+            f"supervisorctl status gx:{handler} | grep -q RUNNING && awk '/will load all configured runner plugins/ {{n = 0}} "
+            f"/Loaded job runner/ {{n++}} END {{print (n > 0)}}' {self.root}/log/{handler}.log || echo 0"
+        ).strip() == "1"
