@@ -147,7 +147,7 @@ def main() -> int:
     parser.add_argument("--key-file", required=True, help="where that user's API key is kept (mode 0600)")
     parser.add_argument("--expect-runner", default="slurm", help="destination runner the job must use ('local' to time the local runner)")
     parser.add_argument("--timeout", type=int, default=300, help="seconds for the dataset to be ok")
-    parser.add_argument("--pending-wait", type=int, default=30,
+    parser.add_argument("--pending-wait", type=int, default=15,
                         help="seconds a job may stay PENDING in Slurm (busy cluster) before it counts as proof and is withdrawn")
     args = parser.parse_args()
     started = time.monotonic()
