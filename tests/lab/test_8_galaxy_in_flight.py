@@ -9,11 +9,14 @@ COMPLETED). The DRMAA runner (Galaxy's default) needs SLURM_DRMAA_TARBALL.
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import time
 
 import pytest
 
 from tests.lab.conftest import DRMAA_TARBALL, TIMINGS
+from tests.lab.galaxy_jobs import VENV_PYTHON as VERIFY_PYTHON
 from tests.lab.galaxy_jobs import GalaxyJobs
 
 pytestmark = [
@@ -27,6 +30,17 @@ LONGER_TIME_LIMIT = [
     {"id": "slurm", "runner": "slurm", "native_specification": "--ntasks=1 --time=02:00:00"},
     {"id": "local", "runner": "local"},
 ]
+
+# The verification user's histories and the datasets not purged in them.
+VERIFICATION_LEFTOVERS = """
+import json
+from bioblend.galaxy import GalaxyInstance
+key = json.load(open("/etc/pyinfra-galaxy-slurm/galaxy-verify-user.json"))["api_key"]
+galaxy = GalaxyInstance("http://127.0.0.1:8080", key=key)
+histories = galaxy.histories.get_histories()
+contents = [c for h in histories for c in galaxy.histories.show_history(h["id"], contents=True) if not c["purged"]]
+print(f"histories={len(histories)} datasets={len(contents)}")
+"""
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +109,30 @@ def test_runner_switch_is_refused_while_jobs_are_in_flight_then_goes_through(gal
     assert "= Slurm job" in switched.log  # the deploy's own Galaxy job ran under the CLI runner
     back = deploy(*galaxy_jobs.deploy_args(galaxy_destinations=LONGER_TIME_LIMIT))
     assert back.returncode == 0, back.log[-5000:]
+
+
+def test_verification_keeps_its_own_user_key_and_history(galaxy_jobs, deploy):
+    run = deploy(*galaxy_jobs.deploy_args(galaxy_destinations=LONGER_TIME_LIMIT))
+    assert run.returncode == 0 and run.changes == 0, run.changed_operations()
+    assert "Galaxy user pgs-verify@example.org (kept key)" in run.log
+    assert galaxy_jobs.ssh("stat -c '%a %U' /etc/pyinfra-galaxy-slurm /etc/pyinfra-galaxy-slurm/galaxy-verify-user.json").split() \
+        == ["700", "root", "600", "root"]
+    left = galaxy_jobs.ssh(f"{VERIFY_PYTHON} -c {shlex.quote(VERIFICATION_LEFTOVERS)}").split()
+    assert left == ["histories=1", "datasets=0"], left
+
+
+def test_verification_on_a_full_cluster_proves_galaxy_reaches_slurm_and_leaves_nothing(galaxy_jobs, deploy):
+    cpus = int(galaxy_jobs.ssh("sinfo --noheader --format=%C").strip().split("/")[-1])  # allocated/idle/other/total
+    fill = galaxy_jobs.ssh(f"for i in $(seq {cpus}); do sbatch --parsable --ntasks=1 --job-name=pgs-fill --wrap 'sleep 600'; done")
+    try:
+        run = deploy(*galaxy_jobs.deploy_args(galaxy_destinations=LONGER_TIME_LIMIT))
+    finally:
+        galaxy_jobs.ssh("scancel " + " ".join(fill.split()))
+    TIMINGS["deploy on a full cluster (no change)"] = run.seconds
+    assert run.returncode == 0, run.log[-5000:]
+    match = re.search(r"= Slurm job (\d+) \(g\d+_+DATA_FETCH_+\w+\) as galaxy: PENDING \(Resources\) for [\d.]+ s: the cluster is "
+                      r"full, Galaxy reaches Slurm; Galaxy job deleted, Slurm job removed by (Galaxy|scancel)", run.log)
+    assert match, run.log[-3000:]
+    assert galaxy_jobs.ssh(f"squeue --noheader --jobs={match[1]} --format=%T 2>/dev/null || true").strip() in ("", "CANCELLED")
+    left = galaxy_jobs.ssh(f"{VERIFY_PYTHON} -c {shlex.quote(VERIFICATION_LEFTOVERS)}").split()
+    assert left == ["histories=1", "datasets=0"], left
