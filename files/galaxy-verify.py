@@ -125,16 +125,19 @@ def job_placement(admin: GalaxyInstance, job_id: str) -> dict:
     return placement
 
 
-def withdraw(galaxy: GalaxyInstance, history_id: str, job_id: str, dataset_id: str, slurm_job_id: str) -> str:
-    """Delete the Galaxy job, make sure its Slurm job is gone, purge its dataset; who cancelled the Slurm job."""
+def withdraw(galaxy: GalaxyInstance, history_id: str, job_id: str, dataset_id: str, slurm_job_id: str | None) -> str:
+    """Delete the Galaxy job, make sure its Slurm job (if any) is gone, purge its dataset;
+    who removed the Slurm job ("Galaxy", "scancel", or "-" without one)."""
     galaxy.jobs.cancel_job(job_id)
-    deadline = time.monotonic() + SLURM_GONE_TIMEOUT
-    while time.monotonic() < deadline and not slurm_gone(slurm_job_id):
-        time.sleep(1)
-    removed_by = "Galaxy"
-    if not slurm_gone(slurm_job_id):
-        subprocess.run(["scancel", slurm_job_id], check=True)
-        removed_by = "scancel"
+    removed_by = "-"
+    if slurm_job_id:
+        deadline = time.monotonic() + SLURM_GONE_TIMEOUT
+        while time.monotonic() < deadline and not slurm_gone(slurm_job_id):
+            time.sleep(1)
+        removed_by = "Galaxy"
+        if not slurm_gone(slurm_job_id):
+            subprocess.run(["scancel", slurm_job_id], check=True)
+            removed_by = "scancel"
     galaxy.histories.delete_dataset(history_id, dataset_id, purge=True)
     return removed_by
 
@@ -203,6 +206,11 @@ def main() -> int:
         if not report["ok"]:
             report["error"] = (f"Slurm job {slurm_job_id} stayed PENDING for {report['pending_seconds']} s with reason "
                                f"{report['pending_reason']} (not a busy cluster: see `scontrol show job`)")
+    elif state not in DATASET_DONE:
+        # Out of time (and not a busy cluster): say where it stands, and leave nothing behind.
+        report["error"] = (f"dataset still {state} after {args.timeout} s: Galaxy job {report.get('job_state')}, "
+                           f"Slurm job {report.get('external_id') or 'none yet'} {slurm.get('JobState', '')} {slurm.get('Reason', '')}")
+        report["slurm_removed_by"] = withdraw(galaxy, history_id, job_id, dataset_id, report.get("external_id"))
     elif state != "ok":
         stderr = galaxy.jobs.show_job(job_id, full_details=True).get("stderr", "")
         report["error"] = f"dataset ended in state {state} after {report['seconds_to_ok']} s: {stderr[-2000:]}"
