@@ -174,8 +174,9 @@ def floor(lab_hosts: list[dict], galaxy: bool) -> float:
 
 
 def galaxy_latency(head: str, runner: str, jobs: int) -> list[float]:
-    command = (f"python3 {VERIFY_SCRIPT} --url http://127.0.0.1:8080 --secrets /srv/galaxy/config/secrets.json "
-               f"--admin-email admin@example.org --expect-runner {runner}")
+    command = (f"/usr/local/share/pyinfra-galaxy-slurm/venv/bin/python {VERIFY_SCRIPT} --url http://127.0.0.1:8080 "
+               "--secrets /srv/galaxy/config/secrets.json --user-email pgs-verify@example.org "
+               f"--key-file /etc/pyinfra-galaxy-slurm/galaxy-verify-user.json --expect-runner {runner}")
     return [json.loads(ssh(head, command).strip().splitlines()[-1])["seconds_to_ok"] for _ in range(jobs)]
 
 

@@ -1,128 +1,235 @@
 #!/usr/bin/env python3
 """Prove that a Galaxy job runs through Slurm (pyinfra-galaxy-slurm's verification).
 
-Runs on the Galaxy host as root, with only the standard library. Reads the
-bootstrap admin API key from Galaxy's secrets file (never from the command
-line), makes sure the admin user exists, uploads pasted text into a new
-history, waits for the dataset, reads it back, and looks the job up in Galaxy
-(destination, runner, external id) and in Slurm (`scontrol show job`).
-Prints one JSON report on stdout; exits 1 when the job did not run through
-Slurm as expected (the report says why).
+Runs as root on the Galaxy host, in the deploy's own venv with bioblend. The job
+is submitted by a Galaxy user of its own (--user-email, an ordinary user, not an
+admin): created once with the bootstrap admin API key (read from Galaxy's
+secrets file, never from the command line nor printed), its API key made once
+and kept in --key-file (mode 0600), reused on later runs. No other user's key
+is ever replaced.
+
+One history named HISTORY_NAME is reused; datasets a run leaves in it are
+purged. The run uploads a small text file (tus + the fetch API, tool
+__DATA_FETCH__), waits for the dataset, reads it back, and looks the job up in
+Galaxy and in Slurm (`scontrol show job`). Galaxy hides a job's external id
+(the Slurm job id), runner and handler from its owner: those two reads use the
+bootstrap admin key, read-only.
+
+On a full cluster the job waits in Slurm: once its Slurm job has been PENDING
+for --pending-wait seconds with reason Resources or Priority, that is the proof
+(Galaxy -> Slurm); the Galaxy job is deleted, its Slurm job made sure gone
+(scancel when Galaxy did not cancel it) and its dataset purged.
+
+Prints one JSON report on stdout (progress on stderr); exits 1 when the job did
+not run through Slurm as expected (the report says why).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
-import urllib.error
-import urllib.request
+
+from bioblend import ConnectionError as GalaxyError
+from bioblend.galaxy import GalaxyInstance
+
+HISTORY_NAME = "pyinfra-galaxy-slurm verification (its own; old datasets purged each run)"
+DATASET_DONE = ("ok", "error", "failed_metadata", "discarded", "deferred", "paused")
+# Pending reasons of a job that waits for CPUs other jobs hold: a busy cluster, not a broken one.
+BUSY_REASONS = ("Resources", "Priority")
+SLURM_GONE_TIMEOUT = 30
 
 
-class Galaxy:
-    def __init__(self, url: str, key: str):
-        self.url = url.rstrip("/")
-        self.key = key
-
-    def call(self, method: str, path: str, payload: dict | None = None, key: str | None = None, raw: bool = False):
-        request = urllib.request.Request(
-            f"{self.url}/api/{path}",
-            data=json.dumps(payload).encode() if payload is not None else None,
-            method=method,
-            headers={"x-api-key": key or self.key, "content-type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            body = response.read()
-        return body.decode() if raw else json.loads(body)
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
-def admin_key(galaxy: Galaxy, email: str) -> str:
-    """An API key of the admin user (created on first use), from the bootstrap key."""
-    users = galaxy.call("GET", f"users?f_email={email}")
+def read_json(path: str) -> dict | None:
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return None
+
+
+def write_private_json(path: str, data: dict) -> None:
+    """Write `data` to `path`, mode 0600 from its creation, replacing it atomically."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    temporary = f"{path}.tmp"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump(data, handle)
+    os.replace(temporary, path)
+
+
+def verification_user(url: str, admin: GalaxyInstance, email: str, key_file: str) -> tuple[GalaxyInstance, str]:
+    """The verification user's Galaxy session and how it was had: "kept key", or
+    "new key" (the user is created first if it does not exist)."""
+    stored = read_json(key_file)
+    if stored and stored.get("email") == email:
+        galaxy = GalaxyInstance(url, key=stored["api_key"])
+        try:
+            if galaxy.users.get_current_user().get("email") == email:
+                return galaxy, "kept key"
+        except GalaxyError as error:
+            progress(f"the kept API key of {email} is refused ({error.status_code}): making a new one")
+    users = admin.users.get_users(f_email=email)
     if users:
-        user_id = users[0]["id"]
+        user = users[0]
     else:
-        user_id = galaxy.call("POST", "users", {
-            "username": email.split("@")[0].lower().replace(".", "-") or "admin",
-            "email": email,
-            "password": secrets.token_urlsafe(24),
-        })["id"]
-    return galaxy.call("POST", f"users/{user_id}/api_key")
+        username = re.sub(r"[^a-z0-9._-]", "-", email.split("@")[0].lower()) or "pgs-verify"
+        user = admin.users.create_local_user(username, email, secrets.token_urlsafe(24))
+        progress(f"created Galaxy user {email}")
+    key = admin.users.create_user_apikey(user["id"])
+    write_private_json(key_file, {"email": email, "user_id": user["id"], "api_key": key})
+    return GalaxyInstance(url, key=key), "new key"
+
+
+def verification_history(galaxy: GalaxyInstance) -> tuple[str, int]:
+    """The verification's own history (made once) and how many old datasets were purged from it."""
+    histories = galaxy.histories.get_histories(name=HISTORY_NAME)
+    for extra in histories[1:]:
+        galaxy.histories.delete_history(extra["id"], purge=True)
+    history_id = histories[0]["id"] if histories else galaxy.histories.create_history(HISTORY_NAME)["id"]
+    purged = 0
+    for item in galaxy.histories.show_history(history_id, contents=True, deleted=None):
+        if item.get("history_content_type") == "dataset" and not item.get("purged"):
+            galaxy.histories.delete_dataset(history_id, item["id"], purge=True)
+            purged += 1
+    return history_id, purged
 
 
 def scontrol_job(job_id: str) -> dict[str, str]:
+    """`scontrol show job` fields; {} when Slurm no longer knows the job."""
     output = subprocess.run(["scontrol", "show", "job", "--oneliner", job_id], capture_output=True, text=True).stdout
     return dict(field.split("=", 1) for field in output.split() if "=" in field)
+
+
+def slurm_gone(job_id: str) -> bool:
+    return scontrol_job(job_id).get("JobState", "") in ("", "CANCELLED", "COMPLETED", "FAILED", "TIMEOUT")
+
+
+def job_placement(admin: GalaxyInstance, job_id: str) -> dict:
+    """Where Galaxy sent the job (admin-only reads): external id, runner, handler."""
+    job = admin.jobs.show_job(job_id, full_details=True)
+    placement = {"job_state": job.get("state"), "external_id": job.get("external_id")}
+    if job.get("external_id"):
+        destination = admin.jobs.get_destination_params(job_id)
+        placement.update(runner=destination.get("Runner"), handler=destination.get("Handler"))
+    return placement
+
+
+def withdraw(galaxy: GalaxyInstance, history_id: str, job_id: str, dataset_id: str, slurm_job_id: str | None) -> str:
+    """Delete the Galaxy job, make sure its Slurm job (if any) is gone, purge its dataset;
+    who removed the Slurm job ("Galaxy", "scancel", or "-" without one)."""
+    galaxy.jobs.cancel_job(job_id)
+    removed_by = "-"
+    if slurm_job_id:
+        deadline = time.monotonic() + SLURM_GONE_TIMEOUT
+        while time.monotonic() < deadline and not slurm_gone(slurm_job_id):
+            time.sleep(1)
+        removed_by = "Galaxy"
+        if not slurm_gone(slurm_job_id):
+            subprocess.run(["scancel", slurm_job_id], check=True)
+            removed_by = "scancel"
+    galaxy.histories.delete_dataset(history_id, dataset_id, purge=True)
+    return removed_by
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
-    parser.add_argument("--secrets", required=True)
-    parser.add_argument("--admin-email", required=True)
+    parser.add_argument("--secrets", required=True, help="Galaxy's secrets.json (admin_api_key: the bootstrap admin key)")
+    parser.add_argument("--user-email", required=True, help="the verification's own Galaxy user")
+    parser.add_argument("--key-file", required=True, help="where that user's API key is kept (mode 0600)")
     parser.add_argument("--expect-runner", default="slurm", help="destination runner the job must use ('local' to time the local runner)")
-    parser.add_argument("--timeout", type=int, default=300)
+    parser.add_argument("--timeout", type=int, default=300, help="seconds for the dataset to be ok")
+    parser.add_argument("--pending-wait", type=int, default=15,
+                        help="seconds a job may stay PENDING in Slurm (busy cluster) before it counts as proof and is withdrawn")
     args = parser.parse_args()
+    started = time.monotonic()
 
-    with open(args.secrets) as handle:
-        bootstrap = json.load(handle)["admin_api_key"]
-    galaxy = Galaxy(args.url, bootstrap)
-    galaxy.key = admin_key(galaxy, args.admin_email)
-    report: dict = {"ok": False}
+    bootstrap = (read_json(args.secrets) or {})["admin_api_key"]
+    admin = GalaxyInstance(args.url, key=bootstrap)
+    galaxy, key_source = verification_user(args.url, admin, args.user_email, args.key_file)
+    history_id, purged = verification_history(galaxy)
+    report: dict = {"ok": False, "user": args.user_email, "user_key": key_source, "old_datasets_purged": purged}
 
-    history = galaxy.call("POST", "histories", {"name": f"pyinfra-galaxy-slurm verify {time.strftime('%Y-%m-%d %H:%M:%S')}"})
     content = f"pyinfra-galaxy-slurm {secrets.token_hex(8)}\n"
-    submitted = time.monotonic()
-    upload = galaxy.call("POST", "tools/fetch", {
-        "history_id": history["id"],
-        "targets": [{
-            "destination": {"type": "hdas"},
-            "elements": [{"src": "pasted", "paste_content": content, "ext": "txt", "name": "verify.txt"}],
-        }],
-    })
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as upload_file:
+        upload_file.write(content)
+        upload_file.flush()
+        submitted = time.monotonic()
+        upload = galaxy.tools.upload_file(upload_file.name, history_id, file_type="txt", file_name="verify.txt")
     job_id = upload["jobs"][0]["id"]
     dataset_id = upload["outputs"][0]["id"]
     report.update(galaxy_job_id=job_id, dataset_id=dataset_id)
 
-    state = "new"
+    state, placement, pending_since, slurm, polls = "new", {}, None, {}, 0
     while time.monotonic() - submitted < args.timeout:
-        state = galaxy.call("GET", f"datasets/{dataset_id}")["state"]
-        if state in ("ok", "error", "failed_metadata", "discarded", "deferred"):
+        state = galaxy.datasets.show_dataset(dataset_id)["state"]
+        if state in DATASET_DONE:
             break
-        time.sleep(0.5)
-    report.update(dataset_state=state, seconds_to_ok=round(time.monotonic() - submitted, 1))
+        if not placement.get("external_id"):
+            placement = job_placement(admin, job_id)
+        if placement.get("external_id") and args.expect_runner == "slurm":
+            slurm = scontrol_job(placement["external_id"])
+            if slurm.get("JobState") != "PENDING":
+                pending_since = None
+            else:
+                pending_since = pending_since or time.monotonic()
+                waited = time.monotonic() - pending_since
+                if waited >= args.pending_wait:
+                    break
+                if not polls % 10:
+                    progress(f"waiting for Slurm job {placement['external_id']}: PENDING ({slurm.get('Reason')}) "
+                             f"for {waited:.0f} s of at most {args.pending_wait}")
+        polls += 1
+        time.sleep(1)
+    placement = job_placement(admin, job_id)
+    report.update(placement, dataset_state=state, seconds_to_ok=round(time.monotonic() - submitted, 1))
 
-    job = galaxy.call("GET", f"jobs/{job_id}?full=true")
-    destination = galaxy.call("GET", f"jobs/{job_id}/destination_params")
-    report.update(
-        job_state=job.get("state"),
-        runner=destination.get("Runner"),
-        handler=destination.get("Handler"),
-        external_id=job.get("external_id"),
-    )
-    if state != "ok":
-        report["error"] = f"dataset ended in state {state}: {job.get('stderr', '')[-2000:]}"
-        print(json.dumps(report))
-        return 1
-    returned = galaxy.call("GET", f"datasets/{dataset_id}/display?preview=false", raw=True)
-    report["content_matches"] = returned == content
-    if str(report["runner"]).split(":")[0] != args.expect_runner:
-        report["error"] = f"the job ran on runner {report['runner']}, not {args.expect_runner}"
-        print(json.dumps(report))
-        return 1
-    if args.expect_runner == "slurm":
-        slurm = scontrol_job(str(job.get("external_id")))
-        report.update(slurm_job_id=slurm.get("JobId"), slurm_state=slurm.get("JobState"), node=slurm.get("NodeList"),
-                      slurm_user=slurm.get("UserId", "").split("(")[0], slurm_runtime=slurm.get("RunTime"),
-                      slurm_job_name=slurm.get("JobName"))
-        report["ok"] = report["content_matches"] and report["slurm_state"] == "COMPLETED"
+    if pending_since is not None and state not in DATASET_DONE:
+        # Busy cluster: the job reached Slurm and waits there; that proves Galaxy -> Slurm.
+        slurm_job_id = placement["external_id"]
+        report.update(busy=True, slurm_job_id=slurm_job_id, slurm_state=slurm.get("JobState"),
+                      pending_reason=slurm.get("Reason"), pending_seconds=round(time.monotonic() - pending_since, 1),
+                      slurm_job_name=slurm.get("JobName"), slurm_user=slurm.get("UserId", "").split("(")[0])
+        report["slurm_removed_by"] = withdraw(galaxy, history_id, job_id, dataset_id, slurm_job_id)
+        report["ok"] = report["pending_reason"] in BUSY_REASONS
         if not report["ok"]:
-            report["error"] = "the job did not complete through Slurm"
+            report["error"] = (f"Slurm job {slurm_job_id} stayed PENDING for {report['pending_seconds']} s with reason "
+                               f"{report['pending_reason']} (not a busy cluster: see `scontrol show job`)")
+    elif state not in DATASET_DONE:
+        # Out of time (and not a busy cluster): say where it stands, and leave nothing behind.
+        report["error"] = (f"dataset still {state} after {args.timeout} s: Galaxy job {report.get('job_state')}, "
+                           f"Slurm job {report.get('external_id') or 'none yet'} {slurm.get('JobState', '')} {slurm.get('Reason', '')}")
+        report["slurm_removed_by"] = withdraw(galaxy, history_id, job_id, dataset_id, report.get("external_id"))
+    elif state != "ok":
+        stderr = galaxy.jobs.show_job(job_id, full_details=True).get("stderr", "")
+        report["error"] = f"dataset ended in state {state} after {report['seconds_to_ok']} s: {stderr[-2000:]}"
+    elif str(report.get("runner")).split(":")[0] != args.expect_runner:
+        report["error"] = f"the job ran on runner {report.get('runner')}, not {args.expect_runner}"
     else:
-        report["ok"] = report["content_matches"]
+        returned = galaxy.datasets.download_dataset(dataset_id, use_default_filename=False, require_ok_state=True)
+        report["content_matches"] = returned.decode() == content
+        if args.expect_runner == "slurm":
+            slurm = scontrol_job(str(report["external_id"]))
+            report.update(slurm_job_id=slurm.get("JobId"), slurm_state=slurm.get("JobState"), node=slurm.get("NodeList"),
+                          slurm_user=slurm.get("UserId", "").split("(")[0], slurm_runtime=slurm.get("RunTime"),
+                          slurm_job_name=slurm.get("JobName"))
+        report["ok"] = report["content_matches"] and report.get("slurm_state", "COMPLETED") == "COMPLETED"
+        if not report["ok"]:
+            report["error"] = "the dataset's content differs from the upload" if not report["content_matches"] \
+                else "the job did not complete through Slurm"
+        galaxy.histories.delete_dataset(history_id, dataset_id, purge=True)
+    report["seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(report))
     return 0 if report["ok"] else 1
 
@@ -130,6 +237,6 @@ def main() -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except urllib.error.HTTPError as error:
-        print(json.dumps({"ok": False, "error": f"Galaxy API {error.code} on {error.url}: {error.read().decode()[:500]}"}))
+    except GalaxyError as error:
+        print(json.dumps({"ok": False, "error": f"Galaxy API {error.status_code}: {error}"[:800]}))
         sys.exit(1)

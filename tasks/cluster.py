@@ -13,8 +13,11 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.facts.server import Command
 
 from tasks.common import once
-from tasks.facts import HostProfile
-from tasks.model import CONTROLLER_GROUP, Cluster, ClusterConfigError, InventoryHost, build_cluster, parse_node_lines
+from tasks.facts import GalaxyJobsInFlight, HostProfile
+from tasks.model import (
+    CONTROLLER_GROUP, GALAXY_DEFAULTS, GALAXY_GROUP, Cluster, ClusterConfigError, GalaxyJob, InventoryHost, build_cluster,
+    parse_node_lines,
+)
 
 @once
 def current_cluster() -> Cluster:
@@ -34,7 +37,8 @@ def current_cluster() -> Cluster:
     # Cluster-wide settings come from the controller's data (group_data/all.py and its groups).
     controllers = inventory.get_group(CONTROLLER_GROUP, default=[]) or hosts
     try:
-        cluster = build_cluster(specs, controllers[0].data, _current_nodes(controllers[0], reachable))
+        cluster = build_cluster(specs, controllers[0].data, _current_nodes(controllers[0], reachable),
+                                _galaxy_jobs(controllers[0].data, reachable))
     except ClusterConfigError as error:
         raise PyinfraError(str(error)) from None
     for warning in cluster.warnings:
@@ -48,3 +52,12 @@ def _current_nodes(controller, reachable) -> dict:
         return {}
     lines = controller.get_fact(Command, "cat /etc/slurm/slurm.conf /etc/slurm-llnl/slurm.conf 2>/dev/null | grep '^NodeName=' || true")
     return parse_node_lines((lines or "").splitlines())
+
+
+def _galaxy_jobs(settings, reachable) -> list[GalaxyJob]:
+    """The jobs Galaxy's handlers follow now (read-only), for the model's runner-switch rule."""
+    galaxy_hosts = inventory.get_group(GALAXY_GROUP, default=[])
+    if not settings.get("deploy_galaxy", True) or len(galaxy_hosts) != 1 or galaxy_hosts[0] not in reachable:
+        return []
+    galaxy_host = galaxy_hosts[0]
+    return galaxy_host.get_fact(GalaxyJobsInFlight, root=galaxy_host.data.get("galaxy_root", GALAXY_DEFAULTS["galaxy_root"]))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
+
 from pyinfra.api import FactBase
 
-from tasks.model import HostFacts
+from tasks.model import GalaxyJob, HostFacts
 
 # One round trip per host. Every line is key=value; the command always exits 0
 # (a failing fact would fail the host), missing tools give empty values.
@@ -78,3 +80,50 @@ def _cgroup_writable(values: dict[str, str]) -> bool:
     if values.get("cgroup_fs") == "cgroup2fs":
         return values.get("mount:/sys/fs/cgroup") == "rw"
     return values.get("mount:/sys/fs/cgroup/freezer") == "rw"
+
+
+# Galaxy's SQLite database, opened read-only: the jobs its handlers follow in a
+# runner. Each line: id, state, job_runner_name, external id, and whether the
+# job's destination carries the CLI runner's job_plugin param. No database (or
+# no python3 yet): no lines.
+_GALAXY_JOBS_COMMAND = r"""
+test -r {database} && python3 - {database} <<'PY' || true
+import json, sqlite3, sys
+db = sqlite3.connect(f"file:{{sys.argv[1]}}?mode=ro", uri=True, timeout=30)
+rows = db.execute("SELECT id, state, job_runner_name, job_runner_external_id, destination_params FROM job "
+                  "WHERE state IN ('queued', 'running', 'stopped', 'deleting')")
+for job_id, state, runner_name, external_id, params in rows:
+    params = params if isinstance(params, dict) else json.loads(params or "{{}}")
+    print(job_id, state, runner_name or "-", external_id or "-", int("job_plugin" in (params or {{}})), sep="\t")
+PY
+"""
+
+
+class GalaxyJobsInFlight(FactBase[list[GalaxyJob]]):
+    """Galaxy jobs queued or running in a runner (read from Galaxy's SQLite database under `root`)."""
+
+    @staticmethod
+    def default() -> list[GalaxyJob]:
+        return []  # pyinfra's value when the command prints nothing
+
+    def command(self, root: str) -> str:
+        return _GALAXY_JOBS_COMMAND.format(database=shlex.quote(f"{root}/data/universe.sqlite"))
+
+    def process(self, output: list[str]) -> list[GalaxyJob]:
+        return parse_galaxy_jobs(output)
+
+
+def parse_galaxy_jobs(lines: list[str]) -> list[GalaxyJob]:
+    """Lines of GalaxyJobsInFlight -> jobs. job_runner_name is the plugin id, maybe
+    followed by "://..." (older URL form); a "slurm" job with the CLI runner's
+    job_plugin param was sent by the CLI runner, without it by the DRMAA runner."""
+    jobs = []
+    for line in lines:
+        fields = line.rstrip("\n").split("\t")
+        if len(fields) != 5 or not fields[0].isdigit():
+            continue
+        job_id, state, runner_name, external_id, cli = fields
+        plugin = "" if runner_name == "-" else runner_name.split(":", 1)[0]
+        runner = ("cli" if cli == "1" else "drmaa") if plugin == "slurm" else ""
+        jobs.append(GalaxyJob(int(job_id), state, plugin, runner, None if external_id == "-" else external_id))
+    return jobs

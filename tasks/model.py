@@ -55,6 +55,9 @@ GALAXY_DEFAULTS: dict[str, Any] = {
     "galaxy_bind": "127.0.0.1:8080",
     "galaxy_handlers": 1,
     "galaxy_admin_email": "admin@example.org",
+    # The deploy's verification runs its jobs as this ordinary Galaxy user (made once);
+    # None: pgs-verify@ the admin's domain.
+    "galaxy_verify_email": None,
     "galaxy_job_runner": "drmaa",  # or "cli": sbatch/squeue through Galaxy's shell runner
     "galaxy_job_workers": 4,
     "galaxy_destinations": [
@@ -119,6 +122,17 @@ class HostFacts:
     python: str = ""  # python3's "major.minor"
     users: Mapping[str, int] = field(default_factory=dict)  # name -> uid
     groups: Mapping[str, int] = field(default_factory=dict)  # name -> gid
+
+
+@dataclass(frozen=True)
+class GalaxyJob:
+    """A Galaxy job a handler follows in a runner (GalaxyJobsInFlight reads them from Galaxy's database)."""
+
+    id: int  # Galaxy's database id (the API shows it encoded)
+    state: str  # "queued", "running", "stopped" or "deleting" (its runner still has to stop it)
+    plugin: str  # the runner plugin id it was sent to: "slurm" or "local"
+    runner: str  # the runner class behind "slurm" when it was sent: "drmaa" or "cli" ("" for other plugins)
+    external_id: str | None  # the Slurm job id
 
 
 @dataclass(frozen=True)
@@ -209,6 +223,7 @@ class Galaxy:
     config_extra: Mapping[str, Any]
     shared_fs: str
     drmaa: SlurmDrmaa | None  # None with the CLI runner
+    verify_email: str = "pgs-verify@example.org"
 
     @property
     def venv(self) -> str:
@@ -320,12 +335,14 @@ class Cluster:
 
 
 def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any],
-                  known_nodes: Mapping[str, Node] | None = None) -> Cluster:
+                  known_nodes: Mapping[str, Node] | None = None,
+                  galaxy_jobs: list[GalaxyJob] | tuple[GalaxyJob, ...] = ()) -> Cluster:
     """Check the inventory and the hosts' facts, and build the cluster from them.
 
     A host without facts could not be reached: the run goes on without it, and
     its slurm.conf entry is kept from `known_nodes` (the controller's current
     slurm.conf) so that the other hosts' configuration does not change.
+    `galaxy_jobs`: the jobs Galaxy's handlers follow now (see runner_switch_problems).
     """
     problems: list[str] = []
     warnings: list[str] = []
@@ -375,6 +392,8 @@ def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any],
     cgroup_conf = (cgroup.cgroup_conf or {"CgroupPlugin": "autodetect"}) if uses_cgroup else None
 
     galaxy = _galaxy(hosts, cluster_hosts, config["deploy_galaxy"], problems)
+    if galaxy is not None:
+        problems.extend(runner_switch_problems(galaxy.job_runner, galaxy_jobs))
 
     extra = config["slurm_config_extra"]
     if not isinstance(extra, Mapping):
@@ -627,10 +646,50 @@ def _galaxy(hosts: list[InventoryHost], cluster_hosts: list[ClusterHost], enable
         config_extra=dict(config["galaxy_config_extra"]),
         shared_fs=config["shared_fs"],
         drmaa=drmaa,
+        verify_email=_verify_email(config, problems),
     )
     if not any(p.startswith(("galaxy_handlers", "galaxy_job_workers")) for p in problems):
         problems.extend(f"galaxy_destinations: {p}" for p in check_job_conf(build_job_conf(galaxy)))
     return galaxy
+
+
+def runner_switch_problems(job_runner: str, jobs: list[GalaxyJob] | tuple[GalaxyJob, ...]) -> list[str]:
+    """Refuse a galaxy_job_runner that differs from the one Galaxy jobs in flight were sent with.
+
+    Both runners are the plugin id "slurm": after the switch the handlers would
+    recover those jobs with the new runner class, which cannot follow them (the
+    CLI runner raises "No job plugin parameter found" every monitor cycle, the
+    DRMAA runner does not know a CLI job's id); neither they nor new jobs are
+    ever finished (measured on the lab). Source: Galaxy's jobs/handler.py
+    `_check_job_at_startup` hands a job with a runner name and an external id to
+    that plugin's `recover` with the job's stored destination params; one without
+    an external id goes back to the queue as new (safe to switch).
+    """
+    stranded = sorted((j for j in jobs if j.plugin == "slurm" and j.runner and j.external_id and j.runner != job_runner),
+                      key=lambda j: j.id)
+    if not stranded:
+        return []
+    old = stranded[0].runner
+    listed = ", ".join(f"{j.id} ({j.state}, Slurm job {j.external_id})" for j in stranded)
+    return [
+        f"galaxy_job_runner: '{job_runner}' would strand {len(stranded)} Galaxy job{'s' if len(stranded) > 1 else ''} "
+        f"in flight under the '{old}' runner (Galaxy job ids {listed}): the handlers restarted with the other runner "
+        f"class under the same plugin id 'slurm' cannot follow them. Let them finish first: keep "
+        f"galaxy_job_runner = '{old}' until `squeue -u galaxy` is empty (to stop new jobs meanwhile, lock Galaxy's job "
+        "queue: Admin > Jobs > lock, or bioblend jobs.update_job_lock(active=True)), then re-run with the switch"
+    ]
+
+
+def _verify_email(config: Mapping[str, Any], problems: list[str]) -> str:
+    """galaxy_verify_email, or pgs-verify@ the admin's domain; it must not be the admin's own."""
+    admin = str(config["galaxy_admin_email"])
+    email = str(config["galaxy_verify_email"] or f"pgs-verify@{admin.rpartition('@')[2]}")
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+        problems.append(f"galaxy_verify_email: '{email}' is not an email address Galaxy accepts (name@domain.tld)")
+    elif email.lower() == admin.lower():
+        problems.append("galaxy_verify_email: is the admin's own address; the verification needs a user of its own "
+                        "(leave it unset for pgs-verify@ the admin's domain)")
+    return email
 
 
 def _destinations(raw: Any, job_runner: str, problems: list[str]) -> tuple[Destination, ...]:
@@ -788,6 +847,6 @@ def _check_unique(names: list[str], what: str, problems: list[str], fix: str) ->
 
 
 __all__ = [
-    "Cluster", "ClusterConfigError", "ClusterHost", "HostFacts", "InventoryHost", "Node", "Partition",
+    "Cluster", "ClusterConfigError", "ClusterHost", "GalaxyJob", "HostFacts", "InventoryHost", "Node", "Partition",
     "build_cluster",
 ]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from pyinfra import host, logger
 from pyinfra.api import deploy, operation
-from pyinfra.operations import files
+from pyinfra.operations import files, pip
 
 from tasks.common import project_file
 from tasks.model import Cluster, Galaxy
@@ -26,6 +26,12 @@ VERIFY_SCRIPT = f"{SHARE_DIR}/slurm-verify.sbatch"
 GALAXY_VERIFY_SCRIPT = f"{SHARE_DIR}/galaxy-verify.py"
 JOB_TIMEOUT = 120
 GALAXY_START_TIMEOUT = 240
+# The Galaxy check runs bioblend from a venv of the deploy's own (Galaxy's venv stays Galaxy's).
+VERIFY_VENV = f"{SHARE_DIR}/venv"
+BIOBLEND = "bioblend==1.9.0"  # pyinfra's pip.packages compares one exact version: a range would reinstall every run
+# The verification user's API key, made once by galaxy-verify.py; root only.
+PRIVATE_DIR = "/etc/pyinfra-galaxy-slurm"
+GALAXY_VERIFY_KEY = f"{PRIVATE_DIR}/galaxy-verify-user.json"
 
 # Bounded waits of the Slurm check (seconds).
 SETTLE_WAIT = 60  # for nodes UNKNOWN or not responding to register (a restarted slurmd, a new node)
@@ -418,7 +424,8 @@ def galaxy_answers(galaxy: Galaxy, group: str):
 
 @operation(is_idempotent=True)
 def galaxy_job_through_slurm(command: str, compute_nodes: list[str], expected_user: str):
-    """A Galaxy upload job ran through Slurm on a compute node, as the galaxy user."""
+    """A Galaxy upload job ran through Slurm on a compute node, as the galaxy user; or, on
+    a full cluster, it waits in Slurm (PENDING for CPUs) and was withdrawn (see galaxy-verify.py)."""
     if not host.state.is_executing:
         return
     ok, output = run(command, timeout=600)
@@ -427,18 +434,27 @@ def galaxy_job_through_slurm(command: str, compute_nodes: list[str], expected_us
     except (ValueError, IndexError):
         result = {"error": output[-3000:]}
     problems = [] if ok and result.get("ok") else [str(result.get("error", "verification failed"))]
-    if result.get("runner") and result.get("node") not in compute_nodes:
+    if result.get("runner") and not result.get("busy") and result.get("node") not in compute_nodes:
         problems.append(f"ran on {result.get('node')!r}, not a compute node ({', '.join(compute_nodes)})")
     if result.get("slurm_user") and result["slurm_user"] != expected_user:
         problems.append(f"the Slurm job ran as {result['slurm_user']}, not {expected_user}")
     if problems:
         yield fail("Galaxy upload job through Slurm failed: " + "; ".join(problems) + f"\n{json.dumps(result, indent=1)}")
         return
-    report(
-        f"Galaxy job {result['galaxy_job_id']} (runner {result['runner']}, handler {result['handler']}) "
-        f"= Slurm job {result['slurm_job_id']} ({result['slurm_job_name']}) on {result['node']} as {result['slurm_user']}: {result['slurm_state']}, "
-        f"Slurm run time {result['slurm_runtime']}, upload to dataset ok in {result['seconds_to_ok']} s"
-    )
+    report(galaxy_report_line(result))
+
+
+def galaxy_report_line(result: dict) -> str:
+    """The line an admin reads, from galaxy-verify.py's JSON report."""
+    job = (f"Galaxy job {result['galaxy_job_id']} (runner {result['runner']}, handler {result['handler']}) "
+           f"= Slurm job {result['slurm_job_id']} ({result['slurm_job_name']})")
+    user = f"Galaxy user {result['user']} ({result['user_key']}), verification {result['seconds']} s"
+    if result.get("busy"):
+        return (f"{job} as {result['slurm_user']}: PENDING ({result['pending_reason']}) for {result['pending_seconds']} s: "
+                f"the cluster is full, Galaxy reaches Slurm; Galaxy job deleted, Slurm job removed by "
+                f"{result['slurm_removed_by']}; {user}")
+    return (f"{job} on {result['node']} as {result['slurm_user']}: {result['slurm_state']}, "
+            f"Slurm run time {result['slurm_runtime']}, upload to dataset ok in {result['seconds_to_ok']} s; {user}")
 
 
 @deploy("Verify")
@@ -467,13 +483,20 @@ def verify_galaxy(cluster: Cluster) -> None:
         # Slurm may place the job on a node it does not yet know is gone.
         logger.warning(f"Galaxy job verification skipped: {', '.join(cluster.unreachable_hosts)} unreachable")
         return
+    files.directory(name="Private directory for the verification user's API key", path=PRIVATE_DIR, mode="0700")
+    pip.packages(
+        name=f"bioblend in the deploy's own venv {VERIFY_VENV}",
+        packages=[BIOBLEND],
+        virtualenv=VERIFY_VENV,
+        virtualenv_kwargs={"venv": True, "python": "/usr/bin/python3"},
+    )
     files.put(name="Galaxy verification script", src=project_file("galaxy-verify.py"), dest=GALAXY_VERIFY_SCRIPT, mode="0755")
     command = (
-        f"python3 {GALAXY_VERIFY_SCRIPT} --url {galaxy.local_url} --secrets {galaxy.secrets_file} "
-        f"--admin-email {shlex.quote(galaxy.admin_email)}"
+        f"{VERIFY_VENV}/bin/python {GALAXY_VERIFY_SCRIPT} --url {galaxy.local_url} --secrets {galaxy.secrets_file} "
+        f"--user-email {shlex.quote(galaxy.verify_email)} --key-file {GALAXY_VERIFY_KEY}"
     )
     galaxy_job_through_slurm(
-        name="A Galaxy upload job runs through Slurm",
+        name="A Galaxy upload job runs through Slurm (or waits in Slurm on a full cluster)",
         command=command,
         compute_nodes=cluster.reachable_nodes,
         expected_user=galaxy.user,

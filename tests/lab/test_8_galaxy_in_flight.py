@@ -1,0 +1,138 @@
+"""Galaxy jobs in flight survive what a deploy (or a crash) does to Galaxy's handlers,
+and a runner switch never strands them.
+
+Each case holds 2 Galaxy jobs running in Slurm (tests/lab/galaxy_jobs.py), does
+the change, releases them and asserts every job's final state (dataset ok, Slurm
+COMPLETED). The DRMAA runner (Galaxy's default) needs SLURM_DRMAA_TARBALL.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import time
+
+import pytest
+
+from tests.lab.conftest import DRMAA_TARBALL, TIMINGS
+from tests.lab.galaxy_jobs import VENV_PYTHON as VERIFY_PYTHON
+from tests.lab.galaxy_jobs import GalaxyJobs
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(not os.path.isfile(DRMAA_TARBALL),
+                       reason="SLURM_DRMAA_TARBALL does not name a slurm-drmaa release tarball on this machine"),
+]
+JOBS_IN_FLIGHT = 2
+# A destination change that rewrites job_conf.xml, so the deploy restarts the handlers.
+LONGER_TIME_LIMIT = [
+    {"id": "slurm", "runner": "slurm", "native_specification": "--ntasks=1 --time=02:00:00"},
+    {"id": "local", "runner": "local"},
+]
+
+# The verification user's histories and the datasets not purged in them.
+VERIFICATION_LEFTOVERS = """
+import json
+from bioblend.galaxy import GalaxyInstance
+key = json.load(open("/etc/pyinfra-galaxy-slurm/galaxy-verify-user.json"))["api_key"]
+galaxy = GalaxyInstance("http://127.0.0.1:8080", key=key)
+histories = galaxy.histories.get_histories()
+contents = [c for h in histories for c in galaxy.histories.show_history(h["id"], contents=True) if not c["purged"]]
+print(f"histories={len(histories)} datasets={len(contents)}")
+"""
+
+
+@pytest.fixture(scope="module")
+def galaxy_jobs(first_deploy, deploy, lab_inventory) -> GalaxyJobs:
+    """The DRMAA runner and the test tool loaded."""
+    deploy.drmaa_tarball = DRMAA_TARBALL
+    jobs = GalaxyJobs(lab_inventory)
+    jobs.install()
+    run = deploy(*jobs.deploy_args())
+    assert run.returncode == 0, run.log[-5000:]
+    return jobs
+
+
+def assert_all_ok(final: dict[str, dict], held: dict[str, dict]) -> None:
+    for job_id, state in final.items():
+        assert state["dataset_state"] == "ok" and state["slurm_state"] == "COMPLETED", (job_id, state)
+        assert state["external_id"] == held[job_id]["external_id"], "the job was not followed but submitted again"
+
+
+def test_job_conf_change_restarts_handlers_and_running_jobs_finish(galaxy_jobs, deploy):
+    jobs = galaxy_jobs.submit(JOBS_IN_FLIGHT)
+    held = galaxy_jobs.wait_running(jobs)
+    handler_before = galaxy_jobs.handler_pid()
+    run = deploy(*galaxy_jobs.deploy_args(galaxy_destinations=LONGER_TIME_LIMIT))
+    TIMINGS[f"job_conf change with {JOBS_IN_FLIGHT} Galaxy jobs running"] = run.seconds
+    assert run.returncode == 0, run.log[-5000:]
+    assert galaxy_jobs.handler_pid() != handler_before, "the handler was not restarted"
+    assert galaxy_jobs.status(jobs) == held, "jobs in flight changed across the handler restart"
+    galaxy_jobs.release(jobs)
+    assert_all_ok(galaxy_jobs.wait_finished(jobs), held)
+
+
+def test_killed_handler_restarts_and_running_jobs_finish(galaxy_jobs):
+    jobs = galaxy_jobs.submit(JOBS_IN_FLIGHT)
+    held = galaxy_jobs.wait_running(jobs)
+    starts_before = galaxy_jobs.handler_starts()
+    started = time.monotonic()
+    galaxy_jobs.ssh(f"kill -9 {galaxy_jobs.handler_pid()}")
+    deadline = time.monotonic() + 240
+    while galaxy_jobs.handler_starts() <= starts_before or not galaxy_jobs.handler_ready():
+        assert time.monotonic() < deadline, "supervisor did not bring the killed handler back with its runners within 240 s"
+        time.sleep(2)
+    TIMINGS["handler back after kill -9 (supervisor)"] = time.monotonic() - started
+    galaxy_jobs.release(jobs)
+    assert_all_ok(galaxy_jobs.wait_finished(jobs), held)
+
+
+def test_runner_switch_is_refused_while_jobs_are_in_flight_then_goes_through(galaxy_jobs, deploy):
+    jobs = galaxy_jobs.submit(JOBS_IN_FLIGHT)
+    held = galaxy_jobs.wait_running(jobs)
+    job_conf = galaxy_jobs.ssh(f"sha1sum {galaxy_jobs.root}/config/job_conf.xml")
+    refused = deploy(*galaxy_jobs.deploy_args(galaxy_destinations=LONGER_TIME_LIMIT, galaxy_job_runner="cli"))
+    assert refused.returncode != 0
+    assert f"galaxy_job_runner: 'cli' would strand {JOBS_IN_FLIGHT} Galaxy jobs in flight under the 'drmaa' runner" in refused.log
+    for state in held.values():
+        assert f"Slurm job {state['external_id']})" in refused.log
+    assert refused.result is None or refused.changes == 0
+    assert galaxy_jobs.ssh(f"sha1sum {galaxy_jobs.root}/config/job_conf.xml") == job_conf
+    galaxy_jobs.release(jobs)
+    assert_all_ok(galaxy_jobs.wait_finished(jobs), held)
+
+    switched = deploy(*galaxy_jobs.deploy_args(galaxy_destinations=LONGER_TIME_LIMIT, galaxy_job_runner="cli"))
+    TIMINGS["runner switch drmaa -> cli once drained"] = switched.seconds
+    assert switched.returncode == 0, switched.log[-5000:]
+    assert "Loaded job runner 'galaxy.jobs.runners.cli:ShellJobRunner' as 'slurm'" in switched.log
+    assert "= Slurm job" in switched.log  # the deploy's own Galaxy job ran under the CLI runner
+    back = deploy(*galaxy_jobs.deploy_args(galaxy_destinations=LONGER_TIME_LIMIT))
+    assert back.returncode == 0, back.log[-5000:]
+
+
+def test_verification_keeps_its_own_user_key_and_history(galaxy_jobs, deploy):
+    run = deploy(*galaxy_jobs.deploy_args(galaxy_destinations=LONGER_TIME_LIMIT))
+    assert run.returncode == 0 and run.changes == 0, run.changed_operations()
+    assert "Galaxy user pgs-verify@example.org (kept key)" in run.log
+    assert galaxy_jobs.ssh("stat -c '%a %U' /etc/pyinfra-galaxy-slurm /etc/pyinfra-galaxy-slurm/galaxy-verify-user.json").split() \
+        == ["700", "root", "600", "root"]
+    left = galaxy_jobs.ssh(f"{VERIFY_PYTHON} -c {shlex.quote(VERIFICATION_LEFTOVERS)}").split()
+    assert left == ["histories=1", "datasets=0"], left
+
+
+def test_verification_on_a_full_cluster_proves_galaxy_reaches_slurm_and_leaves_nothing(galaxy_jobs, deploy):
+    cpus = int(galaxy_jobs.ssh("sinfo --noheader --format=%C").strip().split("/")[-1])  # allocated/idle/other/total
+    fill = galaxy_jobs.ssh(f"for i in $(seq {cpus}); do sbatch --parsable --ntasks=1 --job-name=pgs-fill --wrap 'sleep 600'; done")
+    try:
+        run = deploy(*galaxy_jobs.deploy_args(galaxy_destinations=LONGER_TIME_LIMIT))
+    finally:
+        galaxy_jobs.ssh("scancel " + " ".join(fill.split()))
+    TIMINGS["deploy on a full cluster (no change)"] = run.seconds
+    assert run.returncode == 0, run.log[-5000:]
+    match = re.search(r"= Slurm job (\d+) \(g\d+_+DATA_FETCH_+\w+\) as galaxy: PENDING \(Resources\) for [\d.]+ s: the cluster is "
+                      r"full, Galaxy reaches Slurm; Galaxy job deleted, Slurm job removed by (Galaxy|scancel)", run.log)
+    assert match, run.log[-3000:]
+    assert galaxy_jobs.ssh(f"squeue --noheader --jobs={match[1]} --format=%T 2>/dev/null || true").strip() in ("", "CANCELLED")
+    left = galaxy_jobs.ssh(f"{VERIFY_PYTHON} -c {shlex.quote(VERIFICATION_LEFTOVERS)}").split()
+    assert left == ["histories=1", "datasets=0"], left
