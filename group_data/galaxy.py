@@ -9,6 +9,9 @@ galaxy_uid = 1500  # the same on every cluster host: jobs run as galaxy there
 galaxy_gid = 1500
 galaxy_bind = "127.0.0.1:8080"  # put a web server in front for users
 galaxy_admin_email = "admin@example.org"
+# The verification's own Galaxy user (an ordinary user; its key is kept on the Galaxy host in
+# /etc/pyinfra-galaxy-slurm, 0600 root). None: pgs-verify@ the admin's domain.
+galaxy_verify_email = None
 galaxy_handlers = 1  # job handler processes; more than one wants PostgreSQL
 
 # "drmaa": Galaxy's Slurm runner through slurm-drmaa; "cli": sbatch/squeue through a shell.

@@ -15,13 +15,14 @@ import time
 
 import pytest
 
-from tests.lab.conftest import DRMAA_TARBALL, TIMINGS
+from tests.lab.conftest import DRMAA_TARBALL, ON_DEBIAN_13_ONLY, TIMINGS
 from tests.lab.galaxy_jobs import VENV_PYTHON as VERIFY_PYTHON
 from tests.lab.galaxy_jobs import GalaxyJobs
 
 pytestmark = [
     pytest.mark.lab,
-    pytest.mark.skipif(not os.path.isfile(DRMAA_TARBALL),
+    ON_DEBIAN_13_ONLY,
+    pytest.mark.skipif(not os.path.isfile(DRMAA_TARBALL) and os.environ.get("REQUIRE_DRMAA") != "1",
                        reason="SLURM_DRMAA_TARBALL does not name a slurm-drmaa release tarball on this machine"),
 ]
 JOBS_IN_FLIGHT = 2

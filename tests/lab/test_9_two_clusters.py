@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.lab.conftest import DeployRun, Deployer, LabHosts
+from tests.lab.conftest import ON_DEBIAN_13_ONLY, DeployRun, Deployer, LabHosts
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, ON_DEBIAN_13_ONLY]
 
 NAMES = os.environ.get("TEST_TWO_CLUSTERS_NAMES", "pgs2a,pgs2b").split(",")
 SUBNETS = os.environ.get("TEST_TWO_CLUSTERS_SUBNETS", "10.213.6.0/24,10.213.7.0/24").split(",")
