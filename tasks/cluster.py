@@ -43,6 +43,12 @@ def current_cluster() -> Cluster:
         cluster = build_cluster(specs, controllers[0].data, _current_nodes(controllers[0], reachable))
     except ClusterConfigError as error:
         raise PyinfraError(str(error)) from None
+    if cluster.galaxy and cluster.galaxy.host.reachable:
+        from tasks.galaxy import check_galaxy_venv
+
+        problems = check_galaxy_venv(cluster.galaxy, inventory.get_host(cluster.galaxy.host.inventory_name))
+        if problems:
+            raise PyinfraError(str(ClusterConfigError(problems)))
     for warning in cluster.warnings:
         logger.warning(warning)
     # Secrets fetched from the cluster (the munge key) stay in a private directory.

@@ -3,11 +3,13 @@
 A changed configuration is applied the way that disturbs running jobs least
 that the Slurm release allows (`Platform.how_to_apply`): one `scontrol
 reconfigure`, or restarts of slurmctld and every slurmd (Debian's slurmd.service
-has KillMode=process: job steps outlive a slurmd restart). On the restart path
-the controller takes the files first and slurmctld must answer `scontrol ping`,
-or the previous files come back and the run stops there; only then do the other
-hosts get them. On the reconfigure path every host gets the files, then one
-`scontrol reconfigure` must reach slurmctld and every running slurmd.
+has KillMode=process: job steps outlive a slurmd restart). Either way the
+controller takes the files first: slurmctld restarts, or `scontrol reconfigure`
+runs while the other hosts still have the old files (their slurmd re-read those),
+and slurmctld must take them and answer `scontrol ping`, or the previous files
+come back and the run stops there; only then do the other hosts get them. Then
+every slurmd restarts, or one more `scontrol reconfigure` must reach every
+running slurmd (a new SlurmdStartTime from 23.11 on).
 
 A change that any daemon rejects (a slurmd that does not come back, a node that
 keeps its old configuration after reconfigure) is rolled back on every host,
@@ -201,13 +203,19 @@ def install_slurm(cluster: Cluster) -> None:
         cgroup_changed=lambda: written.metas[1].did_change(),  # the controller's cgroup.conf
         _if=lambda: is_controller and written.changed(),
     )
-    # Restart path: slurmctld takes it first, or it is rolled back there and the run stops.
-    _checked_restart(
-        "slurmctld",
-        healthy="systemctl is-active --quiet slurmctld && scontrol ping | grep -q 'is UP'",
+    # slurmctld takes it first (a restart, or `scontrol reconfigure` while the other hosts
+    # still have the old files), or it is rolled back there and the run stops.
+    restart_checked(
+        name="slurmctld takes the new configuration first (restart or scontrol reconfigure; rolled back if it does not)",
+        restart=lambda: CONTROLLER_APPLY[Rollout.method],
+        healthy=f"test -e {APPLIED_MARK} && systemctl is-active --quiet slurmctld && scontrol ping | grep -q 'is UP'",
+        broken=f"! test -e {APPLIED_MARK} || systemctl is-failed --quiet slurmctld",
         configs=written.paths,
+        log=f"{PATHS.log_dir}/slurmctld.log",
+        what="slurmctld",
+        unit="slurmctld",
         on_rollback=Rollout.reject_controller,
-        _if=lambda: is_controller and written.changed() and Rollout.method == "restart",
+        _if=lambda: is_controller and written.changed(),
     )
 
     # 2. Every other host, once slurmctld accepted the configuration (or on the reconfigure path).
@@ -264,6 +272,17 @@ def decide_how_to_apply(platform: Platform, new_conf: str, slurm_conf: str, cgro
            + (f" (changed: {', '.join(Rollout.changed)})" if Rollout.changed != Rollout.why else ""))
     yield from ()
 
+
+# slurmctld's first step, by method. The mark says the daemon took the files: a 23.11+
+# slurmctld that rejects them on reconfigure keeps running the old ones (`scontrol
+# reconfigure` exits 1); one that died on them (before 23.11) is restarted, so that the
+# rollback's second run of the same command brings it back on the old files.
+APPLIED_MARK = "/run/slurmctld.pgs-applied"
+CONTROLLER_APPLY = {
+    "restart": f"rm -f {APPLIED_MARK}; systemctl restart slurmctld; touch {APPLIED_MARK}",
+    "reconfigure": f"rm -f {APPLIED_MARK}; if scontrol reconfigure; then touch {APPLIED_MARK}; "
+                   f"elif ! scontrol ping | grep -q 'is UP'; then systemctl restart slurmctld && touch {APPLIED_MARK}; fi",
+}
 
 # Node states in which slurmd is not answering slurmctld.
 _NOT_RESPONDING = re.compile(r"\b(DOWN|NOT_RESPONDING|FUTURE|UNKNOWN)", re.IGNORECASE)
