@@ -218,9 +218,9 @@ def install_slurm(cluster: Cluster) -> None:
         _if=lambda: is_controller and written.changed(),
     )
 
-    # 2. Every other host, once slurmctld accepted the configuration (or on the reconfigure path).
+    # 2. Every other host, once slurmctld accepted the configuration.
     _configuration(cluster, config_dir, "on the other hosts once slurmctld accepted it", follows_controller, written)
-    # Reconfigure path: one `scontrol reconfigure` once every host has the files.
+    # Reconfigure path: one more `scontrol reconfigure` now that every host has the files.
     reconfigure_checked(
         name="scontrol reconfigure, checked: slurmctld and every running slurmd took the new configuration",
         cluster=cluster,
