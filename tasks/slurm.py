@@ -318,6 +318,7 @@ def reconfigure_checked(cluster: Cluster, platform: Platform):
         return
     before = _slurmd_start_times()
     started = time.monotonic()
+    since = run("date +%Y-%m-%dT%H:%M:%S")[1].strip()
     ok, out = run("scontrol reconfigure")
     yield StringCommand("true  # scontrol reconfigure ran above")
     if not ok:
@@ -330,8 +331,18 @@ def reconfigure_checked(cluster: Cluster, platform: Platform):
             return [node for node, start in before.items() if now.get(node) in (None, start)]
         return [node for node in before if node not in now]
 
+    def known_to_refuse() -> set[str]:
+        """Nodes that registered again with another slurm.conf since the reconfigure: they
+        kept the old one (slurmctld logs "Node X appears to have a different slurm.conf")."""
+        lines = run(f"awk -v t='[{since}' '$1 >= t' {PATHS.log_dir}/slurmctld.log "
+                    "| grep -o 'Node [^ ]* appears to have a different slurm.conf' || true")[1]
+        return {line.split()[1] for line in lines.splitlines() if line.startswith("Node ")}
+
     wait_until("scontrol ping | grep -q 'is UP'", RECONFIGURE_TIMEOUT)
-    while pending() and time.monotonic() - started < RECONFIGURE_TIMEOUT:
+    while time.monotonic() - started < RECONFIGURE_TIMEOUT:
+        waiting = set(pending())
+        if not waiting or waiting <= known_to_refuse():
+            break
         time.sleep(1)
     by_node = {h.node_name: h.inventory_name for h in cluster.hosts}
     for node in pending():
