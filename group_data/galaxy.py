@@ -3,6 +3,10 @@
 
 galaxy_version = "26.1.2"  # installed from PyPI (galaxy-web-apps + galaxy-web-client)
 galaxy_install = True  # False: keep the Galaxy already in /srv/galaxy/venv
+# A venv made by another Python (e.g. left by an upgrade from Debian 12 to 13: 3.11 -> 3.13)
+# is refused before any change; True moves it aside to venv.<time>.pgs-backup and installs
+# Galaxy into a new one (config, data and secrets under galaxy_root stay).
+galaxy_rebuild_venv = False
 galaxy_root = "/srv/galaxy"  # venv, config, data and logs; shared with the compute hosts
 galaxy_user = "galaxy"
 galaxy_uid = 1500  # the same on every cluster host: jobs run as galaxy there

@@ -19,6 +19,7 @@ from tasks.model import (
     parse_node_lines,
 )
 
+
 @once
 def current_cluster() -> Cluster:
     if state.config.DIFF:
@@ -41,6 +42,12 @@ def current_cluster() -> Cluster:
                                 _galaxy_jobs(controllers[0].data, reachable))
     except ClusterConfigError as error:
         raise PyinfraError(str(error)) from None
+    if cluster.galaxy and cluster.galaxy.host.reachable:
+        from tasks.galaxy import check_galaxy_venv
+
+        problems = check_galaxy_venv(cluster.galaxy, inventory.get_host(cluster.galaxy.host.inventory_name))
+        if problems:
+            raise PyinfraError(str(ClusterConfigError(problems)))
     for warning in cluster.warnings:
         logger.warning(warning)
     return cluster

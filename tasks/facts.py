@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 
 from pyinfra.api import FactBase
 
@@ -127,3 +128,62 @@ def parse_galaxy_jobs(lines: list[str]) -> list[GalaxyJob]:
         runner = ("cli" if cli == "1" else "drmaa") if plugin == "slurm" else ""
         jobs.append(GalaxyJob(int(job_id), state, plugin, runner, None if external_id == "-" else external_id))
     return jobs
+
+
+@dataclass(frozen=True)
+class VenvFacts:
+    """A Python venv as found on a host, and the host's python3 (each "major.minor", or "")."""
+
+    path: str
+    present: bool  # it has a pyvenv.cfg
+    made_by: str  # pyvenv.cfg `version` (the Python that made it)
+    made_by_executable: str  # pyvenv.cfg `executable` (or `home`)
+    runs: str  # what <venv>/bin/python3 runs; "" when it does not start
+    host_python: str
+
+    @property
+    def stale(self) -> bool:
+        """Made by another Python than the host's python3 (e.g. Debian 12 -> 13 left a
+        3.11 venv beside python3 3.13): its bin/python3 is gone or its packages are for
+        another version, so pip cannot run in it."""
+        if not self.present or not self.host_python:
+            return False
+        return self.runs != self.host_python or (bool(self.made_by) and self.made_by != self.host_python)
+
+
+def _major_minor(version: str) -> str:
+    return ".".join(version.strip().split(".")[:2])
+
+
+class PythonVenv(FactBase[VenvFacts]):
+    """The venv at `path`: which Python made it, whether its python3 runs, the host's python3."""
+
+    def command(self, path: str) -> str:
+        venv = shlex.quote(path)
+        version = "import sys; print('%d.%d' % sys.version_info[:2])"
+        return (
+            f"echo path={venv}; "
+            f"if [ -f {venv}/pyvenv.cfg ]; then echo present=1; "
+            f"sed -n 's/^ *\\(version\\|version_info\\|executable\\|home\\) *= */\\1=/p' {venv}/pyvenv.cfg; fi; "
+            f"echo runs=$({venv}/bin/python3 -c \"{version}\" 2>/dev/null); "
+            f"echo host_python=$(python3 -c \"{version}\" 2>/dev/null); true"
+        )
+
+    def process(self, output: list[str]) -> VenvFacts:
+        return parse_venv(output)
+
+
+def parse_venv(lines: list[str]) -> VenvFacts:
+    values: dict[str, str] = {}
+    for line in lines:
+        key, _, value = line.strip().partition("=")
+        values.setdefault(key, value.strip())
+    home = values.get("home", "")
+    return VenvFacts(
+        path=values.get("path", ""),
+        present=values.get("present") == "1",
+        made_by=_major_minor(values.get("version") or values.get("version_info") or ""),
+        made_by_executable=values.get("executable") or (f"{home}/python3" if home else ""),
+        runs=_major_minor(values.get("runs", "")),
+        host_python=_major_minor(values.get("host_python", "")),
+    )

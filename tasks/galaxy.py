@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import json
 import secrets
+import shlex
 
 from pyinfra import host, inventory
-from pyinfra.api import deploy
+from pyinfra.api import deploy, operation
 from pyinfra.operations import apt, files, pip, server, systemd
 
 from tasks.common import any_changed, once, render
+from tasks.facts import PythonVenv, VenvFacts
 from tasks.jobconf import build_job_conf
 from tasks.model import Cluster, ClusterHost, Galaxy
-from tasks.operations import config_file, read_secret, restart_checked, run
+from tasks.operations import backup_of, config_file, read_secret, restart_checked, run
 from tasks.verify import file_present, galaxy_answers, galaxy_ready
 
 SUPERVISOR_GROUP = "gx"
@@ -104,6 +106,48 @@ def galaxy_secrets() -> dict[str, str]:
     return {"id_secret": secrets.token_hex(16), "admin_api_key": secrets.token_hex(32)}
 
 
+def venv_problems(galaxy: Galaxy, venv: VenvFacts) -> list[str]:
+    """Why the deploy refuses Galaxy's venv as it is (read before any change), or nothing.
+
+    A venv made by another Python than the host's python3 (Debian 12 -> 13 leaves a
+    3.11 venv beside python3 3.13) breaks pip inside it, so every run would fail in
+    pip's fact. It is rebuilt only when asked (`galaxy_rebuild_venv`), since that
+    reinstalls Galaxy and whatever else was installed into the venv.
+    """
+    if not venv.stale:
+        return []
+    made_by = f"Python {venv.made_by}" if venv.made_by else "another Python"
+    if venv.made_by_executable:
+        made_by += f" ({venv.made_by_executable})"
+    runs = f"its bin/python3 runs {venv.runs}" if venv.runs else "its bin/python3 does not start"
+    found = (f"Galaxy's venv {galaxy.venv} on {galaxy.host.inventory_name} was made by {made_by}; {runs}, "
+             f"and the host's python3 is {venv.host_python}, so pip cannot run in it (as after an upgrade "
+             f"from Debian 12 to 13)")
+    if not galaxy.rebuild_venv:
+        return [f"galaxy_rebuild_venv: {found}. Set galaxy_rebuild_venv = True (group_data/galaxy.py, or "
+                f"--data galaxy_rebuild_venv=true) to move it aside to {galaxy.venv}.<time>.pgs-backup and "
+                f"install Galaxy {galaxy.version} into a new venv with python3 {venv.host_python}; Galaxy's "
+                f"config, data and secrets under {galaxy.root} stay as they are"]
+    if not galaxy.install:
+        return [f"galaxy_install: {found}, and galaxy_rebuild_venv would rebuild it, but galaxy_install = False "
+                f"would leave the new venv without Galaxy; set galaxy_install = True for the rebuild"]
+    return []
+
+
+def check_galaxy_venv(galaxy: Galaxy, galaxy_host) -> list[str]:
+    """Read Galaxy's venv on its host (read-only) and apply `venv_problems`."""
+    return venv_problems(galaxy, galaxy_host.get_fact(PythonVenv, path=galaxy.venv))
+
+
+@operation(is_idempotent=False)
+def venv_rebuilt_if_stale(venv: str, rebuild: bool):
+    """Move a venv made by another Python aside (`<venv>.<time>.pgs-backup`), so that the
+    pip install after this makes a new one. The deploy refused before any change unless
+    `rebuild`; a healthy venv is left alone."""
+    if rebuild and host.get_fact(PythonVenv, path=venv).stale:
+        yield f"mv {shlex.quote(venv)} {shlex.quote(backup_of(venv))}"
+
+
 @deploy("Galaxy")
 def install_galaxy(cluster: Cluster) -> None:
     galaxy = cluster.galaxy
@@ -113,6 +157,8 @@ def install_galaxy(cluster: Cluster) -> None:
     apt.packages(name="Python venv and supervisor", packages=["python3-venv", "supervisor"], no_recommends=True)
     for path, mode in ((galaxy.config_dir, "0750"), (galaxy.data_dir, "0755"), (galaxy.log_dir, "0750")):
         files.directory(name=f"Galaxy directory {path}", path=path, mode=mode, **owner)
+    venv_rebuilt_if_stale(name=f"A venv made by another Python moved aside, to be rebuilt ({galaxy.venv})",
+                          venv=galaxy.venv, rebuild=galaxy.rebuild_venv)
     packages = pip.packages(
         name=f"Galaxy {galaxy.version if galaxy.install else '(kept)'} and DRMAA Python in {galaxy.venv}, as {galaxy.user}",
         packages=galaxy.pip_packages,

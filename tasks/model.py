@@ -51,6 +51,7 @@ GALAXY_DEFAULTS: dict[str, Any] = {
     "galaxy_gid": 1500,
     "galaxy_root": "/srv/galaxy",
     "galaxy_install": True,  # False: keep the Galaxy already in the venv
+    "galaxy_rebuild_venv": False,  # True: a venv made by another Python is moved aside and rebuilt
     "galaxy_version": "26.1.2",
     "galaxy_bind": "127.0.0.1:8080",
     "galaxy_handlers": 1,
@@ -224,6 +225,7 @@ class Galaxy:
     shared_fs: str
     drmaa: SlurmDrmaa | None  # None with the CLI runner
     verify_email: str = "pgs-verify@example.org"
+    rebuild_venv: bool = False  # a venv made by another Python is moved aside and rebuilt
 
     @property
     def venv(self) -> str:
@@ -647,6 +649,7 @@ def _galaxy(hosts: list[InventoryHost], cluster_hosts: list[ClusterHost], enable
         shared_fs=config["shared_fs"],
         drmaa=drmaa,
         verify_email=_verify_email(config, problems),
+        rebuild_venv=bool(config["galaxy_rebuild_venv"]),
     )
     if not any(p.startswith(("galaxy_handlers", "galaxy_job_workers")) for p in problems):
         problems.extend(f"galaxy_destinations: {p}" for p in check_job_conf(build_job_conf(galaxy)))

@@ -108,6 +108,23 @@ def read_secret(path: str, target=None) -> bytes | None:
     return base64.b64decode("".join(lines[1:])) if lines[0] == "present" else None
 
 
+@operation()
+def config_absent(path: str):
+    """Remove a configuration file this deploy no longer uses, kept first as its backup
+    (so a rollback can bring it back)."""
+    if host.get_fact(Sha1File, path=path):
+        yield f"cp -p {shlex.quote(path)} {shlex.quote(backup_of(path))} && rm -f {shlex.quote(path)}"
+
+
+def restore_commands(paths: list[str], created: list[str] = ()) -> list[str]:
+    """Shell commands that put back this run's backups of `paths` (at execution: only
+    those that exist) and remove the files in `created` (this run made them)."""
+    commands = [f"cp -p {shlex.quote(backup_of(p))} {shlex.quote(p)}" for p in paths
+                if run(f"test -e {shlex.quote(backup_of(p))}")[0]]
+    commands += [f"rm -f {shlex.quote(p)}" for p in created]
+    return commands
+
+
 def run(command: str, timeout: int = 60) -> tuple[bool, str]:
     """Run a read-only command on the current host at execution: (succeeded, output)."""
     ok, output = host.run_shell_command(StringCommand(command), _timeout=timeout, **privilege_arguments())
@@ -146,12 +163,15 @@ def log_tail(log: str, unit: str | None = None) -> str:
 
 @operation(is_idempotent=False)
 def restart_checked(restart, healthy: str, configs: list[str], log: str, what: str, unit: str | None = None,
-                    broken: str | None = None, timeout: int = 60, settle: float = 3, on_rollback=None):
+                    broken: str | None = None, timeout: int = 60, settle: float = 3, on_rollback=None,
+                    on_failure=None):
     """Restart, then wait until `healthy` succeeds; else roll the configs back.
 
     `restart` is a command, or a callable that returns one at execution (when it
     depends on what earlier operations changed). `broken` (default for a systemd
-    `unit`: it has failed) ends the wait early.
+    `unit`: it has failed) ends the wait early. `on_failure(log_tail)`, when given,
+    replaces the rollback: the operation succeeds and the caller rolls back later
+    (on every host, which a failed host could not take part in: pyinfra drops it).
     """
     broken = broken or (f"systemctl is-failed --quiet {unit}" if unit else None)
     if callable(restart):
@@ -163,6 +183,9 @@ def restart_checked(restart, healthy: str, configs: list[str], log: str, what: s
     if not host.state.is_executing or wait_until(healthy, timeout, settle, broken):
         return
     failure_log = log_tail(log, unit)
+    if on_failure:
+        on_failure(failure_log)
+        return
     backups = [path for path in configs if run(f"test -e {shlex.quote(backup_of(path))}")[0]]
     if on_rollback:
         on_rollback()

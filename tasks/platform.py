@@ -56,6 +56,55 @@ class Platform:
         """How many releases older than slurmctld a slurmd or client may be."""
         return 3 if self.slurm_index >= release_index("24.11") else 2
 
+    @property
+    def reconfigure_reexecs(self) -> bool:
+        """From 23.11 `scontrol reconfigure` starts new slurmctld/slurmd processes with the
+        new files and hands over only when they start; a daemon that rejects them keeps
+        running the old ones (logs "Resuming operation, reconfigure failed", keeps its
+        SlurmdStartTime). Before, it re-reads the files in place (scontrol(1))."""
+        return self.slurm_index >= release_index("23.11")
+
+    def how_to_apply(self, changed: frozenset[str]) -> tuple[str, list[str]]:
+        """("reconfigure" | "restart", why) for a slurm.conf/cgroup.conf change.
+
+        `changed` holds the slurm.conf keys whose value changed, plus the pseudo keys
+        of `NODES_ADDED_OR_REMOVED`, `NODE_ATTRIBUTES`, `PARTITIONS`, `CGROUP_CONF`.
+        Sources: scontrol(1) `reconfigure` and slurm.conf(5) of each release (see
+        `RESTART_KEYS`, `RESTART_KEYS_BEFORE_23_11`).
+        """
+        needs_restart = RESTART_KEYS if self.reconfigure_reexecs else RESTART_KEYS | RESTART_KEYS_BEFORE_23_11
+        why = sorted(key for key in changed if key in needs_restart)
+        if why:
+            return "restart", why
+        return "reconfigure", sorted(changed)
+
+
+# Pseudo keys for changes that are not one slurm.conf key (see Platform.how_to_apply).
+NODES_ADDED_OR_REMOVED = "NodeName (nodes added or removed)"
+NODE_ATTRIBUTES = "NodeName (a node's attributes)"
+PARTITIONS = "PartitionName"
+CGROUP_CONF = "cgroup.conf"
+
+# What `scontrol reconfigure` cannot change on any release: the daemons' listening
+# ports and authentication (scontrol(1) 24.11: "will not be able to change the daemons'
+# listening TCP port settings or authentication mechanism"; slurm.conf(5) AuthType:
+# "All Slurm daemons and commands must be terminated prior to changing the value").
+RESTART_KEYS = frozenset({
+    "AuthType", "AuthAltTypes", "AuthAltParameters", "AuthInfo", "CredType",
+    "SlurmctldPort", "SlurmdPort", "SrunPortRange", "CommunicationParameters",
+    "SlurmUser", "SlurmdUser",
+})
+# Before 23.11 reconfigure re-reads the files inside the running daemons, which cannot
+# swap plugins or state locations, and "the slurmctld daemon and all slurmd daemons must
+# be restarted if nodes are added to or removed from the cluster" (scontrol(1) 22.05);
+# the cgroup plugin and its cgroup.conf are read when slurmd starts.
+RESTART_KEYS_BEFORE_23_11 = frozenset({
+    "SlurmctldHost", "ControlMachine", "StateSaveLocation", "SlurmdSpoolDir", "PluginDir",
+    "SelectType", "SelectTypeParameters", "ProctrackType", "TaskPlugin", "SwitchType", "JobAcctGatherType",
+    "JobContainerType", "PrologFlags", "GresTypes", "ClusterName",
+    NODES_ADDED_OR_REMOVED, NODE_ATTRIBUTES, CGROUP_CONF,
+})
+
 
 def platform_for(codename: str, slurm_installed_version: str | None) -> Platform:
     """The platform of a host from its release and the Slurm it has (if any)."""

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -52,6 +53,99 @@ def test_broken_slurm_setting_is_rolled_back(first_deploy, deploy, lab_host):
     assert int(backups) >= 1
     fixed = deploy()
     assert fixed.returncode == 0 and fixed.changes == 0, fixed.changed_operations()
+
+
+def _wait_for(check, timeout: float, step: float = 2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(step)
+    return check()
+
+
+def _slurm_files(lab_host, name: str) -> tuple[str, str]:
+    host = lab_host(name)
+    return (host.check_output("sha256sum < /etc/slurm/slurm.conf"),
+            host.check_output("sha256sum < /etc/slurm/cgroup.conf 2>/dev/null || echo absent"))
+
+
+def _job_state(controller, job: str) -> tuple[str, str]:
+    text = controller.check_output(f"scontrol show job {job}")
+    return re.search(r"JobState=(\S+)", text).group(1), re.search(r"ExitCode=(\S+)", text).group(1)
+
+
+def test_change_a_node_rejects_is_rolled_back_on_every_host(first_deploy, deploy, lab_host):
+    """Cgroup plugins the lab's read-only cgroup v1 nodes cannot use: slurmctld takes them,
+    every slurmd rejects them. Everything goes back, a running job survives."""
+    controller = lab_host(CONTROLLER)
+    before = {name: _slurm_files(lab_host, name) for name in HOST_NAMES}
+    job = controller.check_output(f"sbatch --parsable -w {COMPUTE_NAMES[0]} --wrap 'sleep 45; echo done'")
+    assert _wait_for(lambda: _job_state(controller, job)[0] == "RUNNING", 30), _job_state(controller, job)
+
+    rejected = deploy("--data", "slurm_proctrack_type=proctrack/cgroup",
+                      "--data", "slurm_task_plugin=task/cgroup,task/affinity")
+    assert rejected.returncode == 1
+    log = rejected.log
+    assert f"the new Slurm configuration was rejected by {', '.join(sorted(COMPUTE_NAMES))}" in log, log[-4000:]
+    assert "Couldn't load specified plugin name for proctrack/cgroup" in log  # the node's own slurmd log
+    for name in HOST_NAMES:
+        assert re.search(rf"{name}: restored /etc/slurm/slurm.conf.*restarted: slurm(ctld|d) active", log), name
+    after = {name: _slurm_files(lab_host, name) for name in HOST_NAMES}
+    assert after == before and len(set(after.values())) == 1  # one configuration, the one before the run
+    assert controller.service("slurmctld").is_running
+    for name in COMPUTE_NAMES:
+        assert lab_host(name).service("slurmd").is_running, name
+    states = dict(line.split() for line in controller.check_output("sinfo -h -N -o '%N %t'").splitlines())
+    assert all(state in ("idle", "mix", "alloc") for state in states.values()), states
+
+    assert _wait_for(lambda: _job_state(controller, job)[0] not in ("RUNNING", "PENDING", "COMPLETING"), 120)
+    assert _job_state(controller, job) == ("COMPLETED", "0:0")
+    normal = deploy()
+    assert normal.returncode == 0 and normal.changes == 0, normal.changed_operations()
+
+
+GALAXY_VENV = "/srv/galaxy/venv"
+
+
+def _galaxy_files(host) -> dict[str, str]:
+    """sha256 of Galaxy's config and secrets (config/) and its datasets (data/datasets/);
+    not the venv, logs, the live database or the indexes Galaxy rebuilds when it starts."""
+    out = host.check_output(
+        "cd /srv/galaxy && find config data/datasets -type f -print0 | sort -z | xargs -0 -r sha256sum")
+    return {line.split(None, 1)[1]: line.split()[0] for line in out.splitlines()}
+
+
+def test_galaxy_venv_made_by_another_python_is_refused_then_rebuilt(first_deploy, deploy, lab_host):
+    """What a Debian 12 -> 13 upgrade leaves: a venv whose python3 is 3.11, gone from the host."""
+    head = lab_host(CONTROLLER)
+    host_python = head.check_output("python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'")
+    head.check_output(
+        f"cd {GALAXY_VENV} && sed -i 's/^version *=.*/version = 3.11.2/; s#^executable *=.*#executable = /usr/bin/python3.11#' pyvenv.cfg"
+        f" && for f in bin/python bin/python3 bin/python{host_python}; do if [ -L $f ]; then ln -sfn /usr/bin/python3.11 $f; fi; done")
+    assert head.run(f"{GALAXY_VENV}/bin/python3 --version").rc != 0
+    files_before = _galaxy_files(head)
+    assert "config/secrets.json" in files_before and any(p.startswith("data/datasets/") for p in files_before)
+
+    refused = deploy()
+    assert refused.returncode == 1
+    assert (f"galaxy_rebuild_venv: Galaxy's venv {GALAXY_VENV} on {CONTROLLER} was made by Python 3.11 "
+            f"(/usr/bin/python3.11); its bin/python3 does not start, and the host's python3 is {host_python}") in refused.log
+    assert "--data galaxy_rebuild_venv=true" in refused.log
+    assert "Starting operation" not in refused.log  # refused before any change
+
+    rebuilt = deploy("--data", "galaxy_rebuild_venv=true")
+    assert rebuilt.returncode == 0, rebuilt.log[-5000:]
+    assert re.search(r"Galaxy job \S+ .*upload to dataset ok", rebuilt.log), rebuilt.log[-3000:]
+    assert head.check_output(f"{GALAXY_VENV}/bin/python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'") == host_python
+    assert head.check_output(f"ls -d {GALAXY_VENV}.*.pgs-backup | wc -l") == "1"
+    files_after = _galaxy_files(head)
+    assert {path: files_after.get(path) for path in files_before} == files_before  # config, data, secrets kept
+
+    again = deploy()
+    assert again.returncode == 0 and again.changes == 0, again.changed_operations()
+    head.check_output(f"rm -rf {GALAXY_VENV}.*.pgs-backup")
 
 
 def test_drained_node_is_named_and_resumed_on_request(first_deploy, deploy, lab_host):

@@ -98,3 +98,45 @@ def test_cgroup_plugin_choice_does_not_depend_on_release():
     cluster = build_cluster(small_cluster(1, codename="trixie", python="3.13", cgroup="v2"), {})
     assert cluster.proctrack_type == "proctrack/cgroup"
     assert "CgroupPlugin=cgroup/v2" in render_cgroup_conf(cluster)
+
+
+# How a changed configuration is applied (tasks/platform.py Platform.how_to_apply).
+
+from tasks.platform import CGROUP_CONF, NODE_ATTRIBUTES, NODES_ADDED_OR_REMOVED, PARTITIONS, platform_for  # noqa: E402
+from tasks.slurm import changed_settings  # noqa: E402
+
+TRIXIE = platform_for("trixie", "24.11.5-4+deb13u1")
+BOOKWORM = platform_for("bookworm", "22.05.8-4+deb12u3")
+
+
+def _conf(**changes) -> str:
+    hosts = small_cluster(2)
+    return render_slurm_conf(build_cluster(hosts, changes))
+
+
+def test_changed_settings_sees_keys_nodes_partitions_and_cgroup():
+    base = _conf()
+    assert changed_settings(base, base, False) == frozenset()
+    two = [{"name": "debug", "nodes": "ALL", "default": True}, {"name": "short", "nodes": "ALL", "max_time": "1:00:00"}]
+    assert changed_settings(base, _conf(slurm_partitions=two), False) == {PARTITIONS}
+    assert changed_settings(base, _conf(slurm_config_extra={"SlurmdPort": 6820}), True) == {"SlurmdPort", CGROUP_CONF}
+    fewer = "\n".join(line for line in base.splitlines() if not line.startswith("NodeName=c2"))
+    assert NODES_ADDED_OR_REMOVED in changed_settings(base, fewer, False)
+    bigger = base.replace("RealMemory=", "RealMemory=1", 1)
+    assert changed_settings(base, bigger, False) == {NODE_ATTRIBUTES}
+    # Slurm reads keys case-insensitively; comments do not count
+    assert changed_settings(base, base.replace("MailProg=", "mailprog=") + "# a comment\n", False) == frozenset()
+
+
+def test_how_to_apply_per_release():
+    assert TRIXIE.reconfigure_reexecs and not BOOKWORM.reconfigure_reexecs
+    # partitions and scheduling: reconfigure on both
+    for platform in (TRIXIE, BOOKWORM):
+        assert platform.how_to_apply(frozenset({PARTITIONS, "MaxJobCount"}))[0] == "reconfigure"
+        # listening ports and authentication: restarts on both
+        assert platform.how_to_apply(frozenset({PARTITIONS, "SlurmdPort"})) == ("restart", ["SlurmdPort"])
+        assert platform.how_to_apply(frozenset({"AuthType"}))[0] == "restart"
+    # 23.11+ re-execs the daemons: new nodes, plugins and cgroup.conf are taken by reconfigure
+    for change in (NODES_ADDED_OR_REMOVED, NODE_ATTRIBUTES, "ProctrackType", "TaskPlugin", "SelectType", CGROUP_CONF):
+        assert TRIXIE.how_to_apply(frozenset({change}))[0] == "reconfigure", change
+        assert BOOKWORM.how_to_apply(frozenset({change})) == ("restart", [change]), change
