@@ -38,7 +38,7 @@ from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, files, systemd
 
-from tasks.common import render
+from tasks.common import project_file, render
 from tasks.model import Cluster
 from tasks.operations import backup_of, config_absent, config_file, fail, restart_checked, restore_commands, run, wait_until
 from tasks.verify import report
@@ -52,6 +52,7 @@ class SlurmPaths:
 
 
 PATHS = SlurmPaths()
+SLURMD_DROP_IN = "/etc/systemd/system/slurmd.service.d/pgs-killmode.conf"
 
 
 class Rollout:
@@ -231,6 +232,9 @@ def install_slurm(cluster: Cluster) -> None:
                  no_recommends=True, _if=lambda: is_controller or Rollout.accepted())
     _owned_dir("Slurm log directory", PATHS.log_dir, _if=lambda: is_compute and follows_controller())
     _owned_dir("slurmd spool directory", PATHS.slurmd_spool, _if=lambda: is_compute)
+    kill_mode = files.put(name="slurmd restarts never kill running jobs (systemd drop-in: KillMode=process)",
+                          src=project_file("slurmd-killmode.conf"), dest=SLURMD_DROP_IN, _if=lambda: is_compute)
+    systemd.daemon_reload(name="Reload systemd for the slurmd drop-in", _if=kill_mode.did_change)
     systemd.service(name="slurmd enabled and running", service="slurmd", running=True, enabled=True,
                     _if=lambda: is_compute and (is_controller or Rollout.accepted()))
     # Restart path (or this host's own stale files): every slurmd, a failure recorded for the rollback.
