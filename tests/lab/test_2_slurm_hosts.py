@@ -68,6 +68,8 @@ def test_compute_runs_slurmd(lab_host, name):
     assert not host.package("slurmctld").is_installed
     # Recommends stay out: no optional plugin packages on a compute node.
     assert not host.package("slurm-wlm-plugins").is_installed
+    # A restart of slurmd stops slurmd alone, never the jobs it started.
+    assert host.check_output("systemctl show --property=KillMode slurmd") == "KillMode=process"
 
 
 def test_nodes_idle_in_sinfo(lab_host):
