@@ -69,11 +69,16 @@ class Platform:
 
         `changed` holds the slurm.conf keys whose value changed, plus the pseudo keys
         of `NODES_ADDED_OR_REMOVED`, `NODE_ATTRIBUTES`, `PARTITIONS`, `CGROUP_CONF`.
-        Sources: scontrol(1) `reconfigure` and slurm.conf(5) of each release (see
-        `RESTART_KEYS`, `RESTART_KEYS_BEFORE_23_11`).
+        From 23.11 every change but `RESTART_KEYS` is taken by `scontrol reconfigure`
+        (scontrol(1)), and a rejected file is seen: the old daemon keeps running.
+        Before 23.11 reconfigure re-reads the files inside the running daemons and
+        says nothing of what it could not apply (measured on 22.05: a bogus
+        PriorityType was "reconfigured" with exit 0, and would have stopped slurmctld
+        at its next start): every change restarts the daemons, checked one by one.
         """
-        needs_restart = RESTART_KEYS if self.reconfigure_reexecs else RESTART_KEYS | RESTART_KEYS_BEFORE_23_11
-        why = sorted(key for key in changed if key in needs_restart)
+        if not self.reconfigure_reexecs:
+            return "restart", [f"Slurm {self.slurm} (reconfigure cannot show a rejected file before 23.11)"]
+        why = sorted(key for key in changed if key in RESTART_KEYS)
         if why:
             return "restart", why
         return "reconfigure", sorted(changed)
@@ -93,16 +98,6 @@ RESTART_KEYS = frozenset({
     "AuthType", "AuthAltTypes", "AuthAltParameters", "AuthInfo", "CredType",
     "SlurmctldPort", "SlurmdPort", "SrunPortRange", "CommunicationParameters",
     "SlurmUser", "SlurmdUser",
-})
-# Before 23.11 reconfigure re-reads the files inside the running daemons, which cannot
-# swap plugins or state locations, and "the slurmctld daemon and all slurmd daemons must
-# be restarted if nodes are added to or removed from the cluster" (scontrol(1) 22.05);
-# the cgroup plugin and its cgroup.conf are read when slurmd starts.
-RESTART_KEYS_BEFORE_23_11 = frozenset({
-    "SlurmctldHost", "ControlMachine", "StateSaveLocation", "SlurmdSpoolDir", "PluginDir",
-    "SelectType", "SelectTypeParameters", "ProctrackType", "TaskPlugin", "SwitchType", "JobAcctGatherType",
-    "JobContainerType", "PrologFlags", "GresTypes", "ClusterName",
-    NODES_ADDED_OR_REMOVED, NODE_ATTRIBUTES, CGROUP_CONF,
 })
 
 
