@@ -49,6 +49,15 @@ class InFlightJobs:
     def cpus(self, node: str) -> int:
         return int(job_fields(self._run(f"scontrol --oneliner show node {node}"))["CPUTot"])
 
+    def assert_queue_empty(self, timeout: float = 60) -> None:
+        """Wait (bounded) until no job is queued or running; fail naming the ones left."""
+        deadline = time.monotonic() + timeout
+        queue = self._run("squeue --noheader --format='%i %j %u %T %R'").strip()
+        while queue and time.monotonic() < deadline:
+            time.sleep(POLL)
+            queue = self._run("squeue --noheader --format='%i %j %u %T %R'").strip()
+        assert not queue, f"jobs left in the queue before this case (id name user state reason):\n{queue}"
+
     def submit(self, nodes: list[str]) -> None:
         """One single-CPU job per CPU of each node in `nodes`: together they hold all its CPUs."""
         for node in nodes:

@@ -34,6 +34,7 @@ TWO_PARTITIONS = [
 @pytest.fixture
 def jobs(request, first_deploy, lab_host):
     held = InFlightJobs(lab_host(CONTROLLER))
+    held.assert_queue_empty()  # a job left by an earlier test would hold a CPU this case counts on
     yield held
     held.cancel()  # whatever a failing test left behind
     NOTES.append(f"{request.node.name}: {held.summary()}")
