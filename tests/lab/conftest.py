@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import testinfra
 
+from tests.lab.galaxy_jobs import GalaxyJobs
 from tests.lab.secret_watch import ReadableFile, SecretWatch, testinfra_host
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -158,6 +159,18 @@ def first_deploy(deploy) -> DeployRun:
     TIMINGS["fresh rollout"] = run.seconds
     assert run.returncode == 0, run.log[-5000:]
     return run
+
+
+@pytest.fixture(scope="session")
+def galaxy_jobs(first_deploy, deploy, lab_inventory) -> GalaxyJobs:
+    """Galaxy on the DRMAA runner with the lab's test tool loaded (a job that runs until released);
+    every later deploy passes `galaxy_jobs.deploy_args()` to keep it."""
+    deploy.drmaa_tarball = DRMAA_TARBALL
+    jobs = GalaxyJobs(lab_inventory)
+    jobs.install()
+    run = deploy(*jobs.deploy_args())
+    assert run.returncode == 0, run.log[-5000:]
+    return jobs
 
 
 @pytest.fixture(scope="session")

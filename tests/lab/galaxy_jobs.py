@@ -39,20 +39,22 @@ class GalaxyJobs:
         host = next(h for h in lab["hosts"] if (h["name"] == galaxy_host if galaxy_host else "galaxy" in h["groups"]))
         self.address = host["address"]
         self.ssh_options = ["-F", lab["ssh_config"], "-i", lab["ssh_key"], "-o", "BatchMode=yes"]
+        self.sudo = lab.get("ssh_user", "root") != "root"  # a lab reached only through a sudo user
         self.root = root
         self.tool_dir = f"{root}/config/lab-test-tools"
         self.release_dir = f"{root}/lab-test-release"
         self.tool_conf = f"{self.tool_dir}/tool_conf.xml"
         self.extra: dict = {}
 
-    def ssh(self, command: str, timeout: int = 120) -> str:
-        done = subprocess.run(["ssh", *self.ssh_options, self.address, command], capture_output=True, text=True, timeout=timeout)
-        assert done.returncode == 0, f"{command} on {self.address}: {done.stderr[-2000:]}"
-        return done.stdout
+    def ssh(self, command: str, timeout: int = 120, stdin: bytes | None = None) -> str:
+        remote = f"sudo -n sh -c {shlex.quote(command)}" if self.sudo else command
+        done = subprocess.run(["ssh", *self.ssh_options, self.address, remote], input=stdin, capture_output=True,
+                              timeout=timeout)
+        assert done.returncode == 0, f"{command} on {self.address}: {done.stderr.decode()[-2000:]}"
+        return done.stdout.decode()
 
     def put(self, local: Path, remote: str) -> None:
-        done = subprocess.run(["scp", "-q", *self.ssh_options, str(local), f"{self.address}:{remote}"], capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
+        self.ssh(f"cat > {shlex.quote(remote)}", stdin=local.read_bytes())
 
     def install(self) -> None:
         """The tool (in its own tool_conf.xml beside Galaxy's default one) and the driver."""

@@ -2,9 +2,11 @@
 without waiting for it to empty, and its changes (slurm.conf, a new compute
 host) keep every job in flight running to completion.
 
-Each case fills every CPU of the compute nodes with held batch jobs
-(tests/lab/inflight.py), runs the deploy, checks the jobs still run where they
-started, releases them and checks each one COMPLETED with exit 0:0. The cluster
+Each case starts 2 Galaxy jobs running in Slurm, then at least 4 held Slurm
+batch jobs that take every CPU left (the ones that find none wait for them;
+tests/lab/inflight.py Workload), runs the deploy, checks every job is still
+where it was, releases them and checks each Slurm job COMPLETED with exit 0:0
+and each Galaxy job's dataset ok on the Slurm job it started with. The cluster
 grows by one compute host in the last case (this replaces a separate grow test,
 so the lab grows once).
 """
@@ -16,14 +18,11 @@ import json
 import pytest
 
 from tests.lab.conftest import COMPUTE_NAMES, HOST_NAMES, LAB_NAME, NODES, NOTES, TIMINGS, lab
-from tests.lab.inflight import InFlightJobs
+from tests.lab.inflight import InFlightJobs, Workload
 
 pytestmark = pytest.mark.lab
 
 CONTROLLER = HOST_NAMES[0]
-# Galaxy's upload-job check needs a free CPU; its busy-cluster behaviour is the
-# Galaxy verification's own (not this module's): keep it out of these runs.
-BUSY = ("--data", "verify_galaxy_job=false")
 PARTITION_NAMES = "scontrol --oneliner show partition | grep -o '^PartitionName=[^ ]*' | cut -d= -f2"
 TWO_PARTITIONS = [
     {"name": "debug", "nodes": "ALL", "default": True, "max_time": "INFINITE"},
@@ -32,12 +31,20 @@ TWO_PARTITIONS = [
 
 
 @pytest.fixture
-def jobs(request, first_deploy, lab_host):
+def jobs(request, galaxy_jobs, lab_host):
     held = InFlightJobs(lab_host(CONTROLLER))
     held.assert_queue_empty()  # a job left by an earlier test would hold a CPU this case counts on
-    yield held
-    held.cancel()  # whatever a failing test left behind
-    NOTES.append(f"{request.node.name}: {held.summary()}")
+    # One compute host (the Debian 12 run) has 2 CPUs: one Galaxy job leaves a CPU for a Slurm job to run.
+    workload = Workload(held, galaxy_jobs, COMPUTE_NAMES, galaxy_count=2 if NODES > 1 else 1)
+    yield workload
+    workload.cancel()  # whatever a failing test left behind
+    NOTES.append(f"{request.node.name}: {workload.summary()}")
+
+
+@pytest.fixture
+def busy(galaxy_jobs) -> list[str]:
+    """--data that every deploy of these cases passes: the lab's test tool stays loaded."""
+    return galaxy_jobs.deploy_args()
 
 
 def verify_jobs_left(lab_host) -> str:
@@ -67,19 +74,18 @@ def note_verification(what: str, run) -> None:
 def assert_full_cluster_verified(run) -> None:
     assert "accepted and PENDING (" in run.log and "job cancelled" in run.log, run.log[-3000:]
     assert "busy but healthy" in run.log
+    assert "the cluster is full, Galaxy reaches Slurm" in run.log, run.log[-3000:]
 
 
-def test_no_change_rerun_on_a_full_cluster(jobs, deploy, lab_host):
-    jobs.submit(COMPUTE_NAMES)
-    jobs.wait_running()
+def test_no_change_rerun_on_a_full_cluster(jobs, busy, deploy, lab_host):
+    jobs.start()
     before = daemon_pids(lab_host)
-    rerun = deploy(*BUSY)
+    rerun = deploy(*busy)
     TIMINGS["no-change re-run, cluster full"] = rerun.seconds
     note_verification("no-change re-run", rerun)
-    jobs.assert_running()
+    jobs.assert_in_flight()
     assert daemon_pids(lab_host) == before  # a re-run restarts nothing
-    jobs.release()
-    jobs.assert_completed()
+    jobs.finish()
     assert rerun.returncode == 0, rerun.log[-5000:]
     assert rerun.changes == 0, rerun.changed_operations()
     assert f"sinfo: {NODES} nodes healthy" in rerun.log
@@ -87,24 +93,22 @@ def test_no_change_rerun_on_a_full_cluster(jobs, deploy, lab_host):
     assert verify_jobs_left(lab_host) == ""
 
 
-def test_slurm_conf_change_keeps_jobs_running(jobs, deploy, lab_host):
-    jobs.submit(COMPUTE_NAMES)
-    jobs.wait_running()
+def test_slurm_conf_change_keeps_jobs_running(jobs, busy, deploy, lab_host):
+    jobs.start()
     before = daemon_pids(lab_host)
-    added = deploy(*BUSY, "--data", f"slurm_partitions={json.dumps(TWO_PARTITIONS)}")
+    added = deploy(*busy, "--data", f"slurm_partitions={json.dumps(TWO_PARTITIONS)}")
     TIMINGS["add a partition, cluster full"] = added.seconds
-    jobs.assert_running()
+    jobs.assert_in_flight()
     partitions = lab_host(CONTROLLER).check_output(PARTITION_NAMES)
     between = daemon_pids(lab_host)
-    removed = deploy(*BUSY)
+    removed = deploy(*busy)
     TIMINGS["remove it again, cluster full"] = removed.seconds
-    jobs.assert_running()
+    jobs.assert_in_flight()
     note_restarts("add a partition", before, between)
     note_verification("add a partition", added)
     note_verification("remove it again", removed)
     note_restarts("remove it again", between, daemon_pids(lab_host))
-    jobs.release()
-    jobs.assert_completed()
+    jobs.finish()
     for run in (added, removed):
         assert run.returncode == 0, run.log[-5000:]
         assert any("slurm.conf" in op for op in run.changed_operations()), run.changed_operations()
@@ -114,22 +118,20 @@ def test_slurm_conf_change_keeps_jobs_running(jobs, deploy, lab_host):
     assert verify_jobs_left(lab_host) == ""
 
 
-def test_added_compute_host_joins_while_jobs_run(jobs, deploy, lab_host):
+def test_added_compute_host_joins_while_jobs_run(jobs, busy, deploy, lab_host):
     new_node = f"{LAB_NAME}-c{NODES + 1}"
-    jobs.submit(COMPUTE_NAMES)
-    jobs.wait_running()
+    jobs.start()
     before = daemon_pids(lab_host)
     lab("up", "--nodes", str(NODES + 1))
-    grown = deploy(*BUSY)
+    grown = deploy(*busy)
     TIMINGS["add a compute host, cluster full"] = grown.seconds
-    jobs.assert_running()
+    jobs.assert_in_flight()
     note_restarts("add a compute host", before, daemon_pids(lab_host))
     note_verification("add a compute host", grown)
-    rerun = deploy(*BUSY)  # still busy: the old nodes are full, the new one is not
-    jobs.assert_running()
+    rerun = deploy(*busy)  # still busy: the old nodes are full, the new one is not
+    jobs.assert_in_flight()
     note_verification("re-run after adding it", rerun)
-    jobs.release()
-    jobs.assert_completed()
+    jobs.finish()
     assert grown.returncode == 0, grown.log[-5000:]
     assert f"sinfo: {NODES + 1} nodes healthy" in grown.log
     # The only free CPUs are on the new node: the checks run there, the others are busy.

@@ -1,9 +1,10 @@
 """Galaxy jobs in flight survive what a deploy (or a crash) does to Galaxy's handlers,
 and a runner switch never strands them.
 
-Each case holds 2 Galaxy jobs running in Slurm (tests/lab/galaxy_jobs.py), does
-the change, releases them and asserts every job's final state (dataset ok, Slurm
-COMPLETED). The DRMAA runner (Galaxy's default) needs SLURM_DRMAA_TARBALL.
+The handler cases hold 2 Galaxy jobs running in Slurm and at least 4 held Slurm
+jobs on every CPU left (tests/lab/inflight.py Workload), do the change, release
+them and assert every job's final state (Galaxy: dataset ok on the Slurm job it
+started with; Slurm: COMPLETED exit 0:0). The DRMAA runner (Galaxy's default) needs SLURM_DRMAA_TARBALL.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import time
 
 import pytest
 
-from tests.lab.conftest import DRMAA_TARBALL, ON_DEBIAN_13_ONLY, TIMINGS
+from tests.lab.conftest import COMPUTE_NAMES, DRMAA_TARBALL, HOST_NAMES, NOTES, ON_DEBIAN_13_ONLY, TIMINGS
 from tests.lab.galaxy_jobs import VENV_PYTHON as VERIFY_PYTHON
-from tests.lab.galaxy_jobs import GalaxyJobs
+from tests.lab.inflight import InFlightJobs, Workload
 
 pytestmark = [
     pytest.mark.lab,
@@ -44,39 +45,36 @@ print(f"histories={len(histories)} datasets={len(contents)}")
 """
 
 
-@pytest.fixture(scope="module")
-def galaxy_jobs(first_deploy, deploy, lab_inventory) -> GalaxyJobs:
-    """The DRMAA runner and the test tool loaded."""
-    deploy.drmaa_tarball = DRMAA_TARBALL
-    jobs = GalaxyJobs(lab_inventory)
-    jobs.install()
-    run = deploy(*jobs.deploy_args())
-    assert run.returncode == 0, run.log[-5000:]
-    return jobs
-
-
 def assert_all_ok(final: dict[str, dict], held: dict[str, dict]) -> None:
     for job_id, state in final.items():
         assert state["dataset_state"] == "ok" and state["slurm_state"] == "COMPLETED", (job_id, state)
         assert state["external_id"] == held[job_id]["external_id"], "the job was not followed but submitted again"
 
 
-def test_job_conf_change_restarts_handlers_and_running_jobs_finish(galaxy_jobs, deploy):
-    jobs = galaxy_jobs.submit(JOBS_IN_FLIGHT)
-    held = galaxy_jobs.wait_running(jobs)
+@pytest.fixture
+def workload(request, galaxy_jobs, lab_host) -> Workload:
+    """2 Galaxy jobs running in Slurm and at least 4 held Slurm jobs on every CPU left."""
+    slurm = InFlightJobs(lab_host(HOST_NAMES[0]))
+    slurm.assert_queue_empty()
+    held = Workload(slurm, galaxy_jobs, COMPUTE_NAMES, galaxy_count=JOBS_IN_FLIGHT)
+    yield held
+    held.cancel()
+    NOTES.append(f"{request.node.name}: {held.summary()}")
+
+
+def test_job_conf_change_restarts_handlers_and_running_jobs_finish(workload, galaxy_jobs, deploy):
+    workload.start()
     handler_before = galaxy_jobs.handler_pid()
     run = deploy(*galaxy_jobs.deploy_args(galaxy_destinations=LONGER_TIME_LIMIT))
     TIMINGS[f"job_conf change with {JOBS_IN_FLIGHT} Galaxy jobs running"] = run.seconds
     assert run.returncode == 0, run.log[-5000:]
     assert galaxy_jobs.handler_pid() != handler_before, "the handler was not restarted"
-    assert galaxy_jobs.status(jobs) == held, "jobs in flight changed across the handler restart"
-    galaxy_jobs.release(jobs)
-    assert_all_ok(galaxy_jobs.wait_finished(jobs), held)
+    workload.assert_in_flight()
+    workload.finish()
 
 
-def test_killed_handler_restarts_and_running_jobs_finish(galaxy_jobs):
-    jobs = galaxy_jobs.submit(JOBS_IN_FLIGHT)
-    held = galaxy_jobs.wait_running(jobs)
+def test_killed_handler_restarts_and_running_jobs_finish(workload, galaxy_jobs):
+    workload.start()
     starts_before = galaxy_jobs.handler_starts()
     started = time.monotonic()
     galaxy_jobs.ssh(f"kill -9 {galaxy_jobs.handler_pid()}")
@@ -85,8 +83,8 @@ def test_killed_handler_restarts_and_running_jobs_finish(galaxy_jobs):
         assert time.monotonic() < deadline, "supervisor did not bring the killed handler back with its runners within 240 s"
         time.sleep(2)
     TIMINGS["handler back after kill -9 (supervisor)"] = time.monotonic() - started
-    galaxy_jobs.release(jobs)
-    assert_all_ok(galaxy_jobs.wait_finished(jobs), held)
+    workload.assert_in_flight()
+    workload.finish()
 
 
 def test_runner_switch_is_refused_while_jobs_are_in_flight_then_goes_through(galaxy_jobs, deploy):
