@@ -26,8 +26,9 @@ RELEASE_DIR = "/srv/galaxy/lab-test-release"
 HELD_SCRIPT = "while [ ! -e {release} ]; do sleep 1; done"
 TIME_LIMIT_MINUTES = 30  # a job the test never released ends by itself
 POLL = 1
-# Why a held job may wait: the CPUs it asks for are held by other jobs in flight.
-BUSY_REASONS = ("Resources", "Priority")
+# Why a held job may wait: the CPUs it asks for are held by other jobs in flight
+# (squeue(1) JOB REASON CODES; the last: its node is kept for a job ahead of it).
+BUSY_REASONS = ("Resources", "Priority", "ReqNodeNotAvail,_May_be_reserved_for_other_job")
 
 
 def job_fields(text: str) -> dict[str, str]:
