@@ -94,9 +94,6 @@ class Rollout:
         cls.controller_changed = False
 
 
-# Kept for the name used before: slurmctld's verdict is part of the rollout now.
-ControllerVerdict = Rollout
-
 
 def conf_sections(text: str) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
     """slurm.conf text -> (settings key -> value, node name -> NodeName line, partition -> line).
