@@ -27,8 +27,11 @@ HELD_SCRIPT = "while [ ! -e {release} ]; do sleep 1; done"
 TIME_LIMIT_MINUTES = 30  # a job the test never released ends by itself
 POLL = 1
 # Why a held job may wait: the CPUs it asks for are held by other jobs in flight
-# (squeue(1) JOB REASON CODES; the last: its node is kept for a job ahead of it).
-BUSY_REASONS = ("Resources", "Priority", "ReqNodeNotAvail,_May_be_reserved_for_other_job")
+# (squeue(1) JOB REASON CODES), or its node is kept for a job ahead of it, which
+# Slurm 24.11 says as ReqNodeNotAvail and 22.05 as "Nodes required ... reserved"
+# (the deploy's own check tells a node that is really DOWN or DRAINED).
+BUSY_REASONS = ("Resources", "Priority", "ReqNodeNotAvail,_May_be_reserved_for_other_job",
+                "Nodes_required_for_job_are_DOWN,_DRAINED_or_reserved_for_jobs_in_higher_priority_partitions")
 
 
 def job_fields(text: str) -> dict[str, str]:
