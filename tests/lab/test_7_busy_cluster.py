@@ -17,7 +17,7 @@ import json
 
 import pytest
 
-from tests.lab.conftest import COMPUTE_NAMES, HOST_NAMES, LAB_NAME, NODES, NOTES, TIMINGS, lab
+from tests.lab.conftest import COMPUTE_NAMES, HOST_NAMES, LAB_NAME, NODES, NOTES, RELEASE, SSH_USER, TIMINGS, lab
 from tests.lab.inflight import InFlightJobs, Workload
 
 pytestmark = pytest.mark.lab
@@ -122,7 +122,7 @@ def test_added_compute_host_joins_while_jobs_run(jobs, busy, deploy, lab_host):
     new_node = f"{LAB_NAME}-c{NODES + 1}"
     jobs.start()
     before = daemon_pids(lab_host)
-    lab("up", "--nodes", str(NODES + 1))
+    lab("up", "--nodes", str(NODES + 1), "--release", RELEASE, "--ssh-user", SSH_USER)
     grown = deploy(*busy)
     TIMINGS["add a compute host, cluster full"] = grown.seconds
     jobs.assert_in_flight()
