@@ -41,8 +41,9 @@ from pyinfra.operations import apt, files, systemd
 from tasks.common import project_file, render
 from tasks.model import Cluster
 from tasks.operations import backup_of, config_absent, config_file, fail, restart_checked, restore_commands, run, wait_until
-from tasks.verify import report
 from tasks.platform import CGROUP_CONF, NODE_ATTRIBUTES, NODES_ADDED_OR_REMOVED, PACKAGES_BY_ROLE, PARTITIONS, Platform
+from tasks.verify import report
+
 
 @dataclass(frozen=True)
 class SlurmPaths:
@@ -52,6 +53,8 @@ class SlurmPaths:
 
 
 PATHS = SlurmPaths()
+SLURMCTLD_ANSWERS = "scontrol ping | grep -q 'is UP'"
+SLURMCTLD_UP = f"systemctl is-active --quiet slurmctld && {SLURMCTLD_ANSWERS}"
 SLURMD_DROP_IN = "/etc/systemd/system/slurmd.service.d/pgs-killmode.conf"
 
 
@@ -70,7 +73,6 @@ class Rollout:
     rejected_by: dict[str, str] = {}  # inventory host -> its daemon's log lines
     restored: dict[str, str] = {}  # inventory host -> what its rollback did
     controller_changed = False  # the controller's files changed this run
-    controller_host: str | None = None
 
     @classmethod
     def reject_controller(cls) -> None:
@@ -87,12 +89,6 @@ class Rollout:
     @classmethod
     def rolling_back(cls) -> bool:
         return bool(cls.rejected_by)
-
-    @classmethod
-    def reset(cls) -> None:
-        cls.method, cls.why, cls.controller_rejected, cls.rejected_by, cls.restored = "restart", [], False, {}, {}
-        cls.controller_changed = False
-
 
 
 def conf_sections(text: str) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
@@ -173,7 +169,6 @@ def install_slurm(cluster: Cluster) -> None:
     is_compute = "compute" in me.roles
     config_dir = me.platform.config_dir
     written = Written([f"{config_dir}/slurm.conf", f"{config_dir}/cgroup.conf"])
-    Rollout.controller_host = cluster.controller.inventory_name
 
     def on_controller() -> bool:
         return is_controller
@@ -206,7 +201,7 @@ def install_slurm(cluster: Cluster) -> None:
     restart_checked(
         name="slurmctld takes the new configuration first (restart or scontrol reconfigure; rolled back if it does not)",
         restart=lambda: CONTROLLER_APPLY[Rollout.method],
-        healthy=f"test -e {APPLIED_MARK} && systemctl is-active --quiet slurmctld && scontrol ping | grep -q 'is UP'",
+        healthy=f"test -e {APPLIED_MARK} && {SLURMCTLD_UP}",
         broken=f"! test -e {APPLIED_MARK} || systemctl is-failed --quiet slurmctld",
         configs=written.paths,
         log=f"{PATHS.log_dir}/slurmctld.log",
@@ -252,7 +247,7 @@ def install_slurm(cluster: Cluster) -> None:
         _if=Rollout.rolling_back,
     )
     rejected_change_report(name="Report the rejected Slurm configuration change", written=written,
-                           _if=Rollout.rolling_back)
+                           _if=lambda: is_controller and Rollout.rolling_back())
 
 
 @operation(is_idempotent=False)
@@ -282,7 +277,7 @@ APPLIED_MARK = "/run/slurmctld.pgs-applied"
 CONTROLLER_APPLY = {
     "restart": f"rm -f {APPLIED_MARK}; systemctl restart slurmctld; touch {APPLIED_MARK}",
     "reconfigure": f"rm -f {APPLIED_MARK}; if scontrol reconfigure; then touch {APPLIED_MARK}; "
-                   f"elif ! scontrol ping | grep -q 'is UP'; then systemctl restart slurmctld && touch {APPLIED_MARK}; fi",
+                   f"elif ! {SLURMCTLD_ANSWERS}; then systemctl restart slurmctld && touch {APPLIED_MARK}; fi",
 }
 
 # Node states in which slurmd is not answering slurmctld.
@@ -339,7 +334,7 @@ def reconfigure_checked(cluster: Cluster, platform: Platform):
                     "| grep -o 'Node [^ ]* appears to have a different slurm.conf' || true")[1]
         return {line.split()[1] for line in lines.splitlines() if line.startswith("Node ")}
 
-    wait_until("scontrol ping | grep -q 'is UP'", RECONFIGURE_TIMEOUT)
+    wait_until(SLURMCTLD_ANSWERS, RECONFIGURE_TIMEOUT)
     while time.monotonic() - started < RECONFIGURE_TIMEOUT:
         waiting = set(pending())
         if not waiting or waiting <= known_to_refuse():
@@ -348,7 +343,7 @@ def reconfigure_checked(cluster: Cluster, platform: Platform):
     by_node = {h.node_name: h.inventory_name for h in cluster.hosts}
     for node in pending():
         Rollout.reject(by_node.get(node, node), "")  # its own log is read on that host by the rollback
-    if not run("scontrol ping | grep -q 'is UP'")[0]:
+    if not run(SLURMCTLD_ANSWERS)[0]:
         Rollout.reject(host.name, _daemon_logs(["slurmctld"]))
     if not Rollout.rolling_back():
         report(f"scontrol reconfigure: slurmctld and {len(before)} slurmd took the new configuration "
@@ -372,7 +367,7 @@ def roll_back_slurm_config(written: Written, daemons: list[str]):
     yield StringCommand(" && ".join(commands))
     for daemon in daemons:
         yield StringCommand(f"systemctl restart {daemon} || true")
-    checks = {"slurmctld": "systemctl is-active --quiet slurmctld && scontrol ping | grep -q 'is UP'",
+    checks = {"slurmctld": SLURMCTLD_UP,
               "slurmd": "systemctl is-active --quiet slurmd"}
     states = [f"{d} {'active' if wait_until(checks[d], 60, 2, f'systemctl is-failed --quiet {d}') else 'STILL DOWN'}"
               for d in daemons]
@@ -398,7 +393,7 @@ def rejected_change_report(written: Written):
     """Fail the controller with the whole story: who rejected the change, their daemon's
     log, what each host put back. Only the controller fails, so the other hosts go on
     and pyinfra still writes its results."""
-    if not host.state.is_executing or Rollout.controller_host != host.name:
+    if not host.state.is_executing:
         return
     rejected = ", ".join(sorted(Rollout.rejected_by))
     restored = "\n".join(f"  {name}: {what}" for name, what in sorted(Rollout.restored.items()))
@@ -408,7 +403,6 @@ def rejected_change_report(written: Written):
                f"Every host has its previous slurm.conf/cgroup.conf again. Fix the inventory and re-run. "
                f"Log of the rejecting daemon{'s' if len(Rollout.rejected_by) > 1 else ''}:\n{logs}")
     yield fail(message)
-
 
 
 def _configuration(cluster: Cluster, config_dir: str, when: str, condition, written: Written) -> None:
