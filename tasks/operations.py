@@ -190,8 +190,8 @@ def restart_checked(restart, healthy: str, configs: list[str], log: str, what: s
     if on_rollback:
         on_rollback()
     if not backups:
-        yield fail(f"{what} is not healthy after its restart, and this run replaced none of its configuration "
-                   f"({', '.join(configs)}):\n{failure_log}")
+        replaced = f", and this run replaced none of its configuration ({', '.join(configs)})" if configs else ""
+        yield fail(f"{what} is not healthy after its restart{replaced}:\n{failure_log}")
         return
     yield StringCommand(" && ".join(f"cp -p {shlex.quote(backup_of(p))} {shlex.quote(p)}" for p in backups))
     yield StringCommand(f"{restart} || true")
