@@ -122,6 +122,14 @@ PACKAGES_BY_ROLE = {
     # Galaxy's job runners submit with sbatch/scontrol (CLI) or libslurm (DRMAA).
     "galaxy": ("slurm-client",),
 }
+# Accounting: slurmdbd (it depends on slurm-wlm-mysql-plugin on bookworm and trixie) on its
+# host, and Debian's MariaDB there unless an existing server is given.
+PACKAGES_DBD = ("slurmdbd",)
+PACKAGES_DATABASE = ("mariadb-server",)
+DATABASE_SERVICE = "mariadb"
+# slurmdbd.conf StorageType for MySQL/MariaDB (the only storage plugin since 15.08).
+STORAGE_TYPE = "accounting_storage/mysql"
+ACCOUNTING_STORAGE_TYPE = "accounting_storage/slurmdbd"
 
 
 @dataclass(frozen=True)
@@ -141,3 +149,10 @@ def choose_cgroup(all_hosts_have_writable_cgroups: bool, cgroup_v2: bool) -> Cgr
         conf = {"CgroupPlugin": "cgroup/v2" if cgroup_v2 else "autodetect", "ConstrainCores": "yes"}
         return CgroupChoice("proctrack/cgroup", "task/cgroup,task/affinity", conf)
     return CgroupChoice("proctrack/linuxproc", "task/affinity", None)
+
+
+def jobacct_gather_type(proctrack_type: str) -> str:
+    """JobAcctGatherType for the cluster's process tracking: jobacct_gather/cgroup goes with
+    proctrack/cgroup (slurm.conf(5)); jobacct_gather/linux reads /proc and works everywhere,
+    read-only cgroups (this lab's containers) included."""
+    return "jobacct_gather/cgroup" if "cgroup" in proctrack_type else "jobacct_gather/linux"
