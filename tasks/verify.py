@@ -450,7 +450,7 @@ def galaxy_answers(galaxy: Galaxy, group: str):
 
 
 @operation(is_idempotent=True)
-def galaxy_job_through_slurm(command: str, compute_nodes: list[str], expected_user: str):
+def galaxy_job_through_slurm(command: str, compute_nodes: list[str], expected_user: str, accounting: bool = False):
     """A Galaxy upload job ran through Slurm on a compute node, as the galaxy user; or, on
     a full cluster, it waits in Slurm (PENDING for CPUs) and was withdrawn (see galaxy-verify.py)."""
     if not host.state.is_executing:
@@ -465,10 +465,23 @@ def galaxy_job_through_slurm(command: str, compute_nodes: list[str], expected_us
         problems.append(f"ran on {result.get('node')!r}, not a compute node ({', '.join(compute_nodes)})")
     if result.get("slurm_user") and result["slurm_user"] != expected_user:
         problems.append(f"the Slurm job ran as {result['slurm_user']}, not {expected_user}")
+    problems += _galaxy_job_accounted(result) if accounting and not problems else []
     if problems:
         yield fail("Galaxy upload job through Slurm failed: " + "; ".join(problems) + f"\n{json.dumps(result, indent=1)}")
         return
     report(galaxy_report_line(result))
+
+
+def _galaxy_job_accounted(result: dict) -> list[str]:
+    """The Galaxy job's Slurm job in `sacct` (COMPLETED 0:0), reported; or the problem.
+    A job withdrawn on a full cluster was cancelled: nothing to look for."""
+    if result.get("busy") or not str(result.get("slurm_job_id", "")).isdigit():
+        return []
+    try:
+        report(job_accounted(str(result["slurm_job_id"])))
+    except CheckFailed as error:
+        return [str(error)]
+    return []
 
 
 def galaxy_report_line(result: dict) -> str:
@@ -530,4 +543,5 @@ def verify_galaxy(cluster: Cluster) -> None:
         command=command,
         compute_nodes=cluster.reachable_nodes,
         expected_user=galaxy.user,
+        accounting=cluster.accounting is not None,
     )
