@@ -52,6 +52,13 @@ class Platform:
         return self.slurm_index >= release_index("24.11")
 
     @property
+    def slurmdbd_pid_file(self) -> str | None:
+        """slurmdbd.conf PidFile. Debian 13's slurmdbd.service (24.11) runs as User=slurm with
+        RuntimeDirectory=slurmdbd: the default /run/slurmdbd.pid is not writable there. Before
+        (Debian 12, 22.05) it starts as root and the unit expects the default (None)."""
+        return "/run/slurmdbd/slurmdbd.pid" if self.slurm_index >= release_index("24.11") else None
+
+    @property
     def max_versions_behind(self) -> int:
         """How many releases older than slurmctld a slurmd or client may be."""
         return 3 if self.slurm_index >= release_index("24.11") else 2

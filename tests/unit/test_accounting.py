@@ -122,6 +122,12 @@ def test_slurmdbd_conf_local(hosts):
     assert conf["StorageHost"] == ["localhost"] and conf["StorageLoc"] == ["slurm_acct_db"]
     assert conf["StoragePass"] == ["pw123"] and conf["AuthType"] == ["auth/munge"]
     assert all(len(v) == 1 for v in conf.values())
+    assert "PidFile" not in conf  # Debian 12 (the test hosts' release): the unit's default
+
+
+def test_slurmdbd_pid_file_on_debian_13():
+    cluster = build_cluster(small_cluster(codename="trixie"), {})
+    assert settings_of(render_slurmdbd_conf(cluster, "pw"))["PidFile"] == ["/run/slurmdbd/slurmdbd.pid"]
 
 
 def test_native_password_hash_is_mariadbs():
