@@ -15,12 +15,11 @@ import shlex
 
 from pyinfra import host, inventory
 from pyinfra.api import deploy, operation
-from pyinfra.facts.pip import PipPackages
 from pyinfra.operations import apt, files, pip, server, systemd
 from pyinfra.operations.util.packaging import PkgInfo, ensure_packages
 
 from tasks.common import any_changed, once, render
-from tasks.facts import PythonVenv, VenvFacts
+from tasks.facts import PythonVenv, VenvFacts, VenvPackages
 from tasks.jobconf import build_job_conf
 from tasks.model import Cluster, ClusterHost, Galaxy
 from tasks.operations import backup_of, config_file, read_secret, restart_checked, run
@@ -155,21 +154,24 @@ def venv_rebuilt_if_stale(venv: str, rebuild: bool):
 
 
 @operation()
-def venv_packages(venv: str, packages: list[str]):
+def venv_packages(venv: str, packages: list[str], with_uv: bool = True):
     """`packages` (pip requirement strings) in the venv at `venv`, made first with the host's
     python3 (a Python the galaxy user and every compute node can run) when it is missing.
-    Compared with the venv's own `pip freeze` as pip.packages does; installed with uv, which
-    uses the system's CA certificates as pip does (`--system-certs`), reads no uv.toml (the
-    galaxy user may not read the working directory's) and leaves no cache."""
+    Compared with `uv pip freeze` as pip.packages compares with `pip freeze`; installed with uv
+    (`with_uv=False`: with the venv's pip, for uv itself), which uses the system's CA
+    certificates as pip does (`--system-certs`), reads no uv.toml (the galaxy user may not
+    read the working directory's) and leaves no cache."""
     yield from pip.virtualenv._inner(path=venv, venv=True, python="/usr/bin/python3")
-    current = {name.lower(): versions for name, versions in host.get_fact(PipPackages, pip=f"{venv}/bin/pip").items()}
-    uv_pip = f"{UV_BIN} pip"
+    current = {name.lower(): versions for name, versions in host.get_fact(VenvPackages, venv=venv, uv=UV_BIN).items()}
     target = f"--python {shlex.quote(venv)}/bin/python"
-    install = f"{uv_pip} install --no-config --quiet --system-certs --no-cache {target}"
+    if with_uv:
+        install = f"{UV_BIN} pip install --no-config --quiet --system-certs --no-cache {target}"
+        uninstall = f"{UV_BIN} pip uninstall --no-config {target}"
+    else:
+        install, uninstall = f"{shlex.quote(venv)}/bin/pip install --quiet", f"{shlex.quote(venv)}/bin/pip uninstall --yes"
     yield from ensure_packages(
         host, [info for info in map(PkgInfo.from_pep508, packages) if info], current, True,
-        install_command=install, uninstall_command=f"{uv_pip} uninstall --no-config {target}",
-        upgrade_command=f"{install} --upgrade", latest=False,
+        install_command=install, uninstall_command=uninstall, upgrade_command=f"{install} --upgrade", latest=False,
     )
 
 
@@ -184,8 +186,7 @@ def install_galaxy(cluster: Cluster) -> None:
         files.directory(name=f"Galaxy directory {path}", path=path, mode=mode, **owner)
     venv_rebuilt_if_stale(name=f"A venv made by another Python moved aside, to be rebuilt ({galaxy.venv})",
                           venv=galaxy.venv, rebuild=galaxy.rebuild_venv)
-    pip.packages(name=f"uv in the deploy's own venv {VERIFY_VENV}", packages=[UV], virtualenv=VERIFY_VENV,
-                 virtualenv_kwargs={"venv": True, "python": "/usr/bin/python3"})
+    venv_packages(name=f"uv in the deploy's own venv {VERIFY_VENV}", venv=VERIFY_VENV, packages=[UV], with_uv=False)
     packages = venv_packages(
         name=f"Galaxy {galaxy.version if galaxy.install else '(kept)'} and DRMAA Python in {galaxy.venv}, as {galaxy.user} (uv)",
         venv=galaxy.venv,
