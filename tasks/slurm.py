@@ -46,7 +46,9 @@ from pyinfra.operations import apt, files, systemd
 from tasks.common import project_file, render
 from tasks.model import Cluster
 from tasks.operations import backup_of, config_absent, config_file, fail, restart_checked, restore_commands, run, wait_until
-from tasks.platform import CGROUP_CONF, NODE_ATTRIBUTES, NODES_ADDED_OR_REMOVED, PACKAGES_BY_ROLE, PARTITIONS, Platform
+from tasks.platform import (
+    CGROUP_CONF, NODE_ATTRIBUTES, NODES_ADDED_OR_REMOVED, PACKAGES_ALL, PACKAGES_BY_ROLE, PARTITIONS, Platform,
+)
 from tasks.verify import report
 
 
@@ -210,9 +212,13 @@ def install_slurm(cluster: Cluster) -> None:
     # 1. The controller (every host on a first install): configuration, packages, slurmctld;
     # how to apply a change.
     _configuration(cluster, config_dir, "on the controller first", first_wave, written)
-    apt.packages(name="Install the controller's Slurm packages (every host's on a first install)",
-                 packages=packages_for(me.roles if fresh else frozenset({"controller"})),
+    apt.packages(name="Install the controller's Slurm packages (every host's, and munge, on a first install)",
+                 packages=sorted({*packages_for(me.roles), *PACKAGES_ALL}) if fresh else packages_for(frozenset({"controller"})),
                  no_recommends=True, _if=first_wave)
+    if fresh:
+        from tasks.munge import configure_munge  # tasks.munge imports this module
+
+        configure_munge(first_install=True)
     _owned_dir("Slurm log directory", PATHS.log_dir, _if=lambda: in_first_wave and (is_controller or is_compute))
     _owned_dir("slurmctld state directory", PATHS.state_save, _if=lambda: is_controller)
     systemd.service(name="slurmctld enabled and running", service="slurmctld", running=True, enabled=True,
