@@ -40,7 +40,7 @@ SCHEDULE_WAIT = 10  # past CAPACITY_WAIT, for slurmctld to start or rank the tes
 STEP_WAIT = 30  # for a step of a running test job, and for a cancelled job to leave the queue
 IMMEDIATE = 5  # srun --immediate: a CPU seen free a moment ago may be taken; look again after this
 LOG_EVERY = 10  # a longer wait says what it waits for this often
-POLL = 1
+POLL = 0.25  # a test job starts and ends within a fraction of a second: a 1 s poll doubled the check
 # Everything the verification submits carries this name (squeue --name=pgs-verify).
 VERIFY_JOB_NAME = "pgs-verify"
 # Test jobs ask for little memory, so they fit beside other jobs under CR_*_Memory.
