@@ -349,5 +349,47 @@ def table(results: dict) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in [("measurement (seconds unless noted)", "median (min-max)")] + rows)
 
 
+def markdown(results: dict) -> str:
+    """The README's tables, from a results.json (`bench.py --markdown FILE`)."""
+    def cell(value: dict) -> str:
+        runs = len(value.get("runs", []))
+        return f"{value['median']:.1f}" if runs == 1 else f"{value['median']:.1f} ({value['min']:.1f}–{value['max']:.1f})"
+
+    m = results["machine"]
+    lines = [f"Measured {results['date']} on {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, {m['os']}, kernel "
+             f"{m['kernel']}; {results['release']} lab hosts; {results['repeat']} run(s) each (scaling: "
+             f"{results.get('scale_repeat', 1)}), seconds unless noted; the machine was shared with other labs.", ""]
+    if "full_stack_fresh_s" in results:
+        n = results.get("full_stack_compute_hosts", 2)
+        lines += ["| measurement | result |", "|---|---|",
+                  f"| full stack, fresh (head + {n} compute → verified Galaxy job through Slurm) | {cell(results['full_stack_fresh_s'])} |",
+                  f"| by-hand install: the same apt + pip installs done directly, all hosts at once | {cell(results['full_stack_floor_s'])} |",
+                  f"| rollout / by-hand install | {results['full_stack_fresh_to_floor']:.2f} |",
+                  f"| no-change re-run, with the Galaxy upload-job check | {cell(results['full_stack_rerun_s'])} |",
+                  f"| no-change re-run, `verify_galaxy_job=false` | {cell(results['full_stack_rerun_without_galaxy_job_s'])} |",
+                  f"| Galaxy upload → dataset ok, through Slurm | {cell(results['galaxy_upload_to_ok_slurm_s'])} |",
+                  f"| Galaxy upload → dataset ok, local runner | {cell(results['galaxy_upload_to_ok_local_s'])} |",
+                  f"| Slurm `sbatch` → job running | {cell(results['slurm_submit_to_start_s'])} |",
+                  f"| pyinfra peak RSS (MB) | {cell(results['pyinfra_peak_rss_mb'])} |"]
+        lines += [f"| lab host peak RSS, {name} (MB) | {mb} |" for name, mb in results.get("lab_host_peak_rss_mb", {}).items()]
+        phases = ", ".join(f"{k} {v}" for k, v in results["full_stack_phases_median_s"].items())
+        lines += ["", f"Fresh full-stack rollout by phase (s): {phases}.", ""]
+    scale = results["slurm_scaling"]
+    lines += ["| Slurm layer, compute hosts | fresh | floor at the same size | × floor | × 1-host time | no-change re-run | pyinfra peak RSS (MB) |",
+              "|---|---|---|---|---|---|---|"]
+    for nodes, row in scale.items():
+        if nodes.isdigit():
+            lines.append(f"| {nodes} | {cell(row['fresh_s'])} | {cell(row['floor_s'])} | {row['fresh_to_floor']:.2f} | "
+                         f"{row['fresh_to_1_host']:.2f} | {cell(row['rerun_s'])} | {row['pyinfra_peak_rss_mb']:.0f} |")
+    per_host = scale.get("seconds_per_extra_compute_host")
+    if per_host:
+        lines += ["", f"Seconds added per extra compute host: fresh {per_host['fresh']:.2f}, floor {per_host['floor']:.2f}, "
+                      f"no-change re-run {per_host['rerun']:.2f}."]
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--markdown"]:
+        print(markdown(json.loads(Path(sys.argv[2]).read_text())))
+        sys.exit(0)
     main()
