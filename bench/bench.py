@@ -230,7 +230,8 @@ def main() -> None:
     parser.add_argument("--output", default=str(PROJECT / "bench/results.json"))
     args = parser.parse_args()
     use_lab(args.lab_name, args.lab_subnet)
-    results: dict = {"machine": machine(), "release": args.release, "date": time.strftime("%Y-%m-%d"),
+    commit = subprocess.run(["git", "-C", str(PROJECT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    results: dict = {"commit": commit or None, "machine": machine(), "release": args.release, "date": time.strftime("%Y-%m-%d"),
                      "repeat": args.repeat, "scale_repeat": args.scale_repeat, "full_stack_compute_hosts": args.full_nodes}
     memory = HostMemory()
     memory.start()
