@@ -11,7 +11,7 @@ munged everywhere.
 munged refuses to start when its directories are writable by others
 ("insecure" permissions, munged(8)): the deploy owns their modes.
 
-On a first install (no host has Slurm: `tasks.slurm.first_install`) the key and
+On a first install without accounting (`tasks.slurm.munge_with_slurm`) the key and
 the drop-in go in before the package, and munge comes with the Slurm packages
 in their one apt run (they depend on it, so dpkg configures munge first):
 Debian's munge package keeps a key it finds, making it munge's and 0400
@@ -31,7 +31,7 @@ from tasks.cluster import current_cluster
 from tasks.common import once, project_file
 from tasks.model import Cluster
 from tasks.operations import config_file, read_secret, restart_checked, run
-from tasks.slurm import first_install
+from tasks.slurm import munge_with_slurm
 
 MUNGE_KEY = "/etc/munge/munge.key"
 MUNGE_KEY_BYTES = 128  # what mungekey(8) and Debian's munge package make
@@ -54,7 +54,7 @@ def cluster_munge_key() -> bytes:
 
 @deploy("MUNGE")
 def install_munge(cluster: Cluster) -> None:
-    if first_install(cluster):
+    if munge_with_slurm(cluster):
         # Before the package: root's until munge.postinst makes them munge's.
         files.directory(name="MUNGE key directory, before the package (first install)", path="/etc/munge",
                         user="root", group="root", mode="0700")

@@ -176,6 +176,12 @@ def first_install(cluster: Cluster) -> bool:
     return all(h.reachable and not h.platform.slurm_installed for h in cluster.hosts)
 
 
+def munge_with_slurm(cluster: Cluster) -> bool:
+    """A first install without accounting: munge comes in the Slurm packages' apt run (tasks.munge).
+    With accounting, slurmdbd (installed before this layer) needs munged first."""
+    return first_install(cluster) and getattr(cluster, "accounting", None) is None
+
+
 def started_after(daemon: str, configs: list[str]) -> str:
     """A shell test: `daemon` is active and its process started after every one of
     `configs` was last written (whole seconds, strictly later), so it runs them:
@@ -213,9 +219,10 @@ def install_slurm(cluster: Cluster) -> None:
     # how to apply a change.
     _configuration(cluster, config_dir, "on the controller first", first_wave, written)
     apt.packages(name="Install the controller's Slurm packages (every host's, and munge, on a first install)",
-                 packages=sorted({*packages_for(me.roles), *PACKAGES_ALL}) if fresh else packages_for(frozenset({"controller"})),
+                 packages=(sorted({*packages_for(me.roles), *PACKAGES_ALL}) if munge_with_slurm(cluster)
+                           else packages_for(me.roles if fresh else frozenset({"controller"}))),
                  no_recommends=True, _if=first_wave)
-    if fresh:
+    if munge_with_slurm(cluster):
         from tasks.munge import configure_munge  # tasks.munge imports this module
 
         configure_munge(first_install=True)
