@@ -16,7 +16,7 @@ hex, base64; every value of Galaxy's secrets.json); `findings` names each
 watched file holding one, `leaks_in_text` each form found in a text (pyinfra's output).
 
     python -m tests.lab.secret_watch --inventory /var/lib/pgs-lab/h4a/hosts.json -- \\
-        .venv/bin/pyinfra -y inventory.py deploy.py --data deploy_galaxy=false
+        .venv/bin/pyinfra -y lab/inventory.py deploy.py --data deploy_galaxy=false
 
 runs a command under the watch and reports (exit 1 on any finding).
 """
