@@ -16,6 +16,7 @@ import os
 import tempfile
 from collections import Counter
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,12 +28,13 @@ from pyinfra_cli.inventory import make_inventory_from_files
 
 from tasks.facts import HostProfile, parse_host_profile
 from tasks.model import (
-    COMPUTE_GROUP, CONTROLLER_GROUP, GALAXY_GROUP, Cluster, ClusterConfigError, InventoryHost, build_cluster,
+    COMPUTE_GROUP, CONTROLLER_GROUP, GALAXY_GROUP, Cluster, ClusterConfigError, HostFacts, InventoryHost, build_cluster,
     parse_node_lines,
 )
 
 ROLES = {"controller": CONTROLLER_GROUP, "compute": COMPUTE_GROUP, "galaxy": GALAXY_GROUP}
 SSH_TIMEOUT = 10  # seconds to connect to a host
+PARALLEL = 16  # hosts read at once for the model
 
 
 def load_inventory(path: str, override_data: Mapping[str, Any] | None = None, cwd: str | None = None) -> Inventory:
@@ -98,14 +100,29 @@ class CheckedHost:
     groups: frozenset[str]
     data: Mapping[str, Any]
     connection: Connection
+    _host: testinfra.host.Host | None = None
 
     @property
     def roles(self) -> frozenset[str]:
         return frozenset(role for role, group in ROLES.items() if group in self.groups)
 
-    @functools.cached_property
+    _unreachable: Exception | None = None
+
+    @property
     def host(self) -> testinfra.host.Host:
-        return self.connection.testinfra_host()
+        """The testinfra host, connected; a host that could not be reached once is not tried again
+        (each of its checks fails at once with the same error)."""
+        if self._unreachable is not None:
+            raise ConnectionError(f"{self.name} is unreachable: {self._unreachable}")
+        if self._host is None:
+            host = self.connection.testinfra_host()
+            try:
+                host.backend.client  # connects (paramiko)
+            except Exception as error:
+                self._unreachable = error
+                raise ConnectionError(f"{self.name} is unreachable: {error}") from None
+            self._host = host
+        return self._host
 
     def __str__(self) -> str:
         return self.name
@@ -133,15 +150,24 @@ class CheckedCluster:
     def model(self) -> Cluster:
         """The deploy's model of this cluster, from the hosts' facts as they are now.
         Raises ClusterConfigError (the deploy's own message) when the settings are wrong."""
-        command = HostProfile().command()
-        specs = [InventoryHost(h.name, h.groups, h.data, parse_host_profile(h.host.check_output(command).splitlines()))
-                 for h in self.hosts]
+        with ThreadPoolExecutor(max_workers=min(len(self.hosts), PARALLEL)) as pool:
+            facts = list(pool.map(_facts, self.hosts))
+        specs = [InventoryHost(h.name, h.groups, h.data, f) for h, f in zip(self.hosts, facts)]
         controller = self.with_role("controller")
         known = {}
         if controller:
             conf = controller[0].host.run("cat /etc/slurm/slurm.conf /etc/slurm-llnl/slurm.conf 2>/dev/null | grep '^NodeName='")
             known = parse_node_lines(conf.stdout.splitlines())
         return build_cluster(specs, self.settings, known)
+
+
+def _facts(checked: CheckedHost) -> HostFacts | None:
+    """The deploy's facts of a host (tasks.facts.HostProfile); None when it cannot be reached,
+    as in a deploy run: the model is built without it, and its own checks fail."""
+    try:
+        return parse_host_profile(checked.host.check_output(HostProfile().command()).splitlines())
+    except Exception:
+        return None
 
 
 def odd_ones_out(values: Mapping[str, str], reference_host: str | None = None) -> tuple[str, list[str]]:

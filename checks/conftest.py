@@ -137,5 +137,7 @@ def pytest_terminal_summary(terminalreporter):
     for host, check, state, reason in sorted(_RESULTS, key=lambda r: (r[0] == "cluster", r[0])):
         line = f"{host:{width}}  {state:7} {check}" + (f": {reason}" if reason else "")
         terminalreporter.write_line(line, red=state in ("FAILED", "ERROR"), green=state == "ok")
-    failed = sum(state in ("FAILED", "ERROR") for *_, state, _ in _RESULTS)
-    terminalreporter.write_line(f"{failed} of {len(_RESULTS)} checks failed" if failed else f"all {len(_RESULTS)} checks passed")
+    counts = {state: sum(result[2] == state for result in _RESULTS) for state in ("ok", "FAILED", "ERROR", "skipped")}
+    failed = counts["FAILED"] + counts["ERROR"]
+    summary = ", ".join(f"{n} {state.lower()}" for state, n in counts.items() if n)
+    terminalreporter.write_line(f"{summary}: " + (f"{failed} of {len(_RESULTS)} checks did not pass" if failed else "the cluster passed"))

@@ -45,19 +45,36 @@ def test_checks_pass_through_a_hand_written_inventory(first_deploy, deploy, tmp_
     assert run.passed >= 10 * len(HOST_NAMES), run.output[-3000:]
 
 
-def test_dry_run_shows_the_change_and_makes_none(first_deploy, deploy, lab_host):
-    """`pyinfra --dry` with a changed setting names slurm.conf as a change on every host,
-    leaves every host's slurm.conf as it was, and prints no secret."""
-    before = {name: lab_host(name).file("/etc/slurm/slurm.conf").sha256sum for name in HOST_NAMES}
+def dry_run(deploy, *data: str) -> str:
+    """`pyinfra --dry` against the lab (with --data KEY=VALUE settings): its whole output."""
     dry = subprocess.run(
         [os.path.join(os.path.dirname(sys.executable), "pyinfra"), "--dry", LAB_INVENTORY_FILE, "deploy.py",
-         "--data", 'slurm_config_extra={"MaxJobCount": 12345}'],
+         *(arg for item in data for arg in ("--data", item))],
         cwd=PROJECT, env=deploy.env(), capture_output=True, text=True, timeout=DRY_TIMEOUT,
     )
     output = dry.stdout + dry.stderr
     assert dry.returncode == 0, output[-5000:]
-    changed = [line for line in output.splitlines() if "slurm.conf (identical on every host)" in line]
-    assert changed, output[-5000:]
+    return output
+
+
+def slurm_conf_changes(output: str) -> list[str]:
+    """The lines of pyinfra's "Detected changes" table for the slurm.conf operations."""
+    table = output[output.index("--> Detected changes:"):]
+    return [line for line in table.splitlines() if "slurm.conf (identical on every host)" in line]
+
+
+def test_dry_run_shows_the_change_and_makes_none(first_deploy, deploy, lab_host):
+    """`pyinfra --dry` with a changed setting lists slurm.conf as a change on every host
+    (and does not without it), leaves every host's slurm.conf as it was, and prints no secret."""
+    before = {name: lab_host(name).file("/etc/slurm/slurm.conf").sha256sum for name in HOST_NAMES}
+    unchanged = slurm_conf_changes(dry_run(deploy))
+    output = dry_run(deploy, 'slurm_config_extra={"MaxJobCount": 12345}')
+    changed = slurm_conf_changes(output)
+    assert len(changed) == len(unchanged) == 2, output[-5000:]  # the controller first, then the other hosts
+    for line in changed:
+        assert all(name in line for name in HOST_NAMES), line
+    for line in unchanged:
+        assert not any(name in line for name in HOST_NAMES), line
     assert {name: lab_host(name).file("/etc/slurm/slurm.conf").sha256sum for name in HOST_NAMES} == before
     assert "MaxJobCount=12345" not in lab_host(CONTROLLER).file("/etc/slurm/slurm.conf").content_string
     leaks = leaks_in_text(output, secret_forms(lab_host(CONTROLLER), lab_host(CONTROLLER)))

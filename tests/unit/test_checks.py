@@ -44,3 +44,13 @@ def test_odd_ones_out_names_the_edited_host():
     assert odd_ones_out({"head": "b", "c1": "a", "c2": "a"}, "head") == ("a", ["head"])
     # A tie (two hosts): the controller's copy is the reference.
     assert odd_ones_out({"head": "a", "c1": "b"}, "head") == ("a", ["c1"])
+
+
+def test_testinfra_host_carries_the_ssh_settings(tmp_path):
+    """The testinfra handle (not connected yet) has pyinfra's hostname, user, port, key and sudo."""
+    cluster = CheckedCluster(load_inventory(write_inventory(tmp_path), {"ssh_strict_host_key_checking": "no"}))
+    backend = cluster.get("head.example.org").connection.testinfra_host().backend
+    assert (backend.host.name, backend.host.user, backend.host.port) == ("head.example.org", "debian", "2222")
+    assert backend.ssh_identity_file.endswith("/.ssh/cluster") and backend.sudo is True
+    with open(backend.ssh_config) as config:  # testinfra takes StrictHostKeyChecking from a file only
+        assert "StrictHostKeyChecking no" in config.read()
