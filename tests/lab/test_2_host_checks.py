@@ -26,6 +26,13 @@ class CheckRun:
     failed: set[tuple[str, str]]  # (check, host) of every failed or erroring check, from the JUnit XML
     passed: int
     seconds: float
+    skipped: set[tuple[str, str]]  # (check, host) of every skipped check
+
+    def report(self) -> str:
+        """The report at the end of the output (from its heading on)."""
+        lines = self.output.splitlines()
+        start = next((i for i, line in enumerate(lines) if "cluster checks: one line per host and check" in line), 0)
+        return "\n".join(lines[start:])
 
     def report_line(self, host: str, check_title: str) -> str | None:
         """The report's line for HOST and a check (by its title), if there is one."""
@@ -38,16 +45,18 @@ def make_check(deploy, tmp_path: Path, *make_args: str) -> CheckRun:
     started = time.monotonic()
     process = subprocess.run(["make", "--no-print-directory", "check", f"CHECK_REPORT={report}", *make_args],
                              cwd=PROJECT, env=deploy.env(), capture_output=True, text=True, timeout=CHECK_TIMEOUT)
-    failed, passed = set(), 0
+    failed, skipped, passed = set(), set(), 0
     if report.exists():
         for case in ElementTree.parse(report).iter("testcase"):
             name = case.get("name", "")
             check, _, host = name.partition("[")
             if case.find("failure") is not None or case.find("error") is not None:
                 failed.add((check, host.rstrip("]") or "cluster"))
-            elif case.find("skipped") is None:
+            elif case.find("skipped") is not None:
+                skipped.add((check, host.rstrip("]") or "cluster"))
+            else:
                 passed += 1
-    return CheckRun(process.returncode, process.stdout + process.stderr, failed, passed, time.monotonic() - started)
+    return CheckRun(process.returncode, process.stdout + process.stderr, failed, passed, time.monotonic() - started, skipped)
 
 
 @pytest.fixture
@@ -72,7 +81,7 @@ def test_checks_pass_after_the_deploy(checks):
     assert run.report_line(COMPUTE_NAMES[0], "slurmctld / slurmd of the host's roles running and enabled").split()[1] == "ok"
     assert run.report_line(HOST_NAMES[0], "the Slurm daemons' ports are listening").split()[1] == "ok"
     assert run.passed >= 10 * len(HOST_NAMES), run.output[-3000:]
-    NOTES.append("make check, passing run:\n" + run.output[run.output.find("= cluster checks"):].rstrip())
+    NOTES.append("make check, passing run:\n" + run.report())
 
 
 def test_checks_fail_naming_the_host_with_munged_stopped(checks, lab_host):
@@ -84,7 +93,7 @@ def test_checks_fail_naming_the_host_with_munged_stopped(checks, lab_host):
     assert {host for _, host in run.failed} == {name}, run.failed
     line = run.report_line(name, "munge installed, munged running and enabled")
     assert line and "FAILED" in line and "munged is not running" in line, run.output[-3000:]
-    NOTES.append("make check, munged stopped on " + name + ":\n" + run.output[run.output.find("= cluster checks"):].rstrip())
+    NOTES.append(f"make check, munged stopped on {name}:\n" + run.report())
 
 
 def test_checks_fail_naming_the_host_with_an_edited_slurm_conf(checks, lab_host):
