@@ -100,6 +100,7 @@ class CheckedHost:
     groups: frozenset[str]
     data: Mapping[str, Any]
     connection: Connection
+    connector_keys: frozenset[str] = frozenset()  # its pyinfra connector's own data keys (ssh_user, ...)
     _host: testinfra.host.Host | None = None
 
     @property
@@ -132,7 +133,8 @@ class CheckedCluster:
     """The hosts of an inventory, and the cluster model the deploy builds from them."""
 
     def __init__(self, inventory: Inventory):
-        self.hosts = [CheckedHost(h.name, frozenset(h.groups), h.data.dict(), Connection.of(h.name, h.data.dict()))
+        self.hosts = [CheckedHost(h.name, frozenset(h.groups), h.data.dict(), Connection.of(h.name, h.data.dict()),
+                                  frozenset(getattr(h.connector_cls, "data_meta", {})))
                       for h in inventory]
         controllers = [h for h in self.hosts if "controller" in h.roles]
         # Cluster-wide settings come from the controller's data, as in tasks/cluster.py.
@@ -152,7 +154,7 @@ class CheckedCluster:
         Raises ClusterConfigError (the deploy's own message) when the settings are wrong."""
         with ThreadPoolExecutor(max_workers=min(len(self.hosts), PARALLEL)) as pool:
             facts = list(pool.map(_facts, self.hosts))
-        specs = [InventoryHost(h.name, h.groups, h.data, f) for h, f in zip(self.hosts, facts)]
+        specs = [InventoryHost(h.name, h.groups, h.data, f, h.connector_keys) for h, f in zip(self.hosts, facts)]
         controller = self.with_role("controller")
         known = {}
         if controller:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from checks.cluster import odd_ones_out
-from tasks.model import MUNGE_KEY_BYTES
+from tasks.model.slurm import MUNGE_KEY_BYTES
 from tasks.platform import PACKAGES_ALL
 
 MUNGE_KEY = "/etc/munge/munge.key"

@@ -8,6 +8,7 @@ import shlex
 import pytest
 
 from tasks.galaxy import SUPERVISOR_GROUP
+from tasks.jobconf import runner_plugins
 
 
 def _as_galaxy(galaxy, command: str, env: dict[str, str] | None = None) -> str:
@@ -77,7 +78,7 @@ def test_galaxy_files_private(galaxy_host, galaxy):
         elif (item.user, item.group, item.mode) != (user, group, mode):
             wrong.append(f"{path} is {item.user}:{item.group} {oct(item.mode)}, not {user}:{group} {oct(mode)}")
     assert not wrong, "; ".join(wrong)
-    runner = galaxy.runner_plugins()["slurm"]
+    runner = runner_plugins(galaxy.job_runner)["slurm"]
     assert runner in host.file(galaxy.job_conf).content_string, f"{galaxy.job_conf} does not load {runner}"
 
 

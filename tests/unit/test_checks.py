@@ -54,3 +54,17 @@ def test_testinfra_host_carries_the_ssh_settings(tmp_path):
     assert backend.ssh_identity_file.endswith("/.ssh/cluster") and backend.sudo is True
     with open(backend.ssh_config) as config:  # testinfra takes StrictHostKeyChecking from a file only
         assert "StrictHostKeyChecking no" in config.read()
+
+
+def test_connector_keys_are_not_settings(tmp_path):
+    """The model the checks build sees ssh_user & co. as the SSH connector's, as the deploy does."""
+    cluster = CheckedCluster(load_inventory(write_inventory(tmp_path)))
+    assert {"ssh_user", "ssh_key", "ssh_port", "ssh_hostname"} <= cluster.get("n2.example.org").connector_keys
+
+
+def test_check_modules_import():
+    """The checks import what they use from tasks/ (a renamed name fails here, not on a cluster)."""
+    import importlib
+
+    for module in ("checks.test_1_munge", "checks.test_2_slurm", "checks.test_3_galaxy"):
+        importlib.import_module(module)
