@@ -102,12 +102,11 @@ class CheckedHost:
     connection: Connection
     connector_keys: frozenset[str] = frozenset()  # its pyinfra connector's own data keys (ssh_user, ...)
     _host: testinfra.host.Host | None = None
+    _unreachable: Exception | None = None  # why the first connection failed
 
     @property
     def roles(self) -> frozenset[str]:
         return frozenset(role for role, group in ROLES.items() if group in self.groups)
-
-    _unreachable: Exception | None = None
 
     @property
     def host(self) -> testinfra.host.Host:

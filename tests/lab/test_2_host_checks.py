@@ -84,6 +84,15 @@ def test_checks_pass_after_the_deploy(checks):
     NOTES.append("make check, passing run:\n" + run.report())
 
 
+@pytest.mark.parametrize("name", HOST_NAMES)
+def test_no_packages_beyond_the_roles(lab_host, name):
+    """What the deploy installs, beyond what `make check` asks of a cluster: no Recommends (no optional
+    Slurm plugins), and no daemon of a role the host does not have (the lab's head is not a compute node)."""
+    host = lab_host(name)
+    unwanted = ["slurm-wlm-plugins", "slurmd" if name == HOST_NAMES[0] else "slurmctld"]
+    assert not [package for package in unwanted if host.package(package).is_installed]
+
+
 def test_checks_fail_naming_the_host_with_munged_stopped(checks, lab_host):
     name = COMPUTE_NAMES[0]
     with broken(lab_host(name), "systemctl stop munge", "systemctl start munge"):
