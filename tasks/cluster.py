@@ -13,11 +13,12 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.facts.server import Command
 
 from tasks.common import once
-from tasks.facts import GalaxyJobsInFlight, HostProfile
+from tasks.facts import GalaxyDatabaseNow, HostProfile
 from tasks.model import (
     CONTROLLER_GROUP, GALAXY_DEFAULTS, GALAXY_GROUP, Cluster, ClusterConfigError, GalaxyJob, InventoryHost, build_cluster,
     parse_node_lines,
 )
+from tasks.production import GalaxyDatabaseState
 
 
 @once
@@ -38,8 +39,9 @@ def current_cluster() -> Cluster:
     # Cluster-wide settings come from the controller's data (group_data/all.py and its groups).
     controllers = inventory.get_group(CONTROLLER_GROUP, default=[]) or hosts
     try:
+        database_now, galaxy_jobs = _galaxy_database(controllers[0].data, reachable)
         cluster = build_cluster(specs, controllers[0].data, _current_nodes(controllers[0], reachable),
-                                _galaxy_jobs(controllers[0].data, reachable))
+                                galaxy_jobs, database_now)
     except ClusterConfigError as error:
         raise PyinfraError(str(error)) from None
     if cluster.galaxy and cluster.galaxy.host.reachable:
@@ -61,10 +63,12 @@ def _current_nodes(controller, reachable) -> dict:
     return parse_node_lines((lines or "").splitlines())
 
 
-def _galaxy_jobs(settings, reachable) -> list[GalaxyJob]:
-    """The jobs Galaxy's handlers follow now (read-only), for the model's runner-switch rule."""
+def _galaxy_database(settings, reachable) -> tuple[GalaxyDatabaseState, list[GalaxyJob]]:
+    """What Galaxy's database in use holds and the jobs its handlers follow now (read-only),
+    for the model's runner-switch, handler-removal and database-switch rules."""
     galaxy_hosts = inventory.get_group(GALAXY_GROUP, default=[])
     if not settings.get("deploy_galaxy", True) or len(galaxy_hosts) != 1 or galaxy_hosts[0] not in reachable:
-        return []
-    galaxy_host = galaxy_hosts[0]
-    return galaxy_host.get_fact(GalaxyJobsInFlight, root=galaxy_host.data.get("galaxy_root", GALAXY_DEFAULTS["galaxy_root"]))
+        return GalaxyDatabaseState(), []
+    data = galaxy_hosts[0].data
+    return galaxy_hosts[0].get_fact(GalaxyDatabaseNow, root=data.get("galaxy_root", GALAXY_DEFAULTS["galaxy_root"]),
+                                    user=data.get("galaxy_user", GALAXY_DEFAULTS["galaxy_user"]))

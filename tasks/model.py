@@ -20,6 +20,10 @@ from typing import Any
 from tasks.jobconf import RUNNER_PLUGINS, build_job_conf, check_job_conf
 from tasks.native_specification import native_specification_problems
 from tasks.platform import Platform, choose_cgroup, platform_for
+from tasks.production import (
+    PRODUCTION_DEFAULTS, GalaxyDatabase, GalaxyDatabaseState, GalaxyFront, check_loopback_bind, database_switch_problems,
+    handler_removal_problems, production_settings,
+)
 
 CONTROLLER_GROUP = "slurm_controller"
 COMPUTE_GROUP = "slurm_compute"
@@ -54,7 +58,7 @@ GALAXY_DEFAULTS: dict[str, Any] = {
     "galaxy_rebuild_venv": False,  # True: a venv made by another Python is moved aside and rebuilt
     "galaxy_version": "26.1.2",
     "galaxy_bind": "127.0.0.1:8080",
-    "galaxy_handlers": 1,
+    "galaxy_handlers": 2,
     "galaxy_admin_email": "admin@example.org",
     # The deploy's verification runs its jobs as this ordinary Galaxy user (made once);
     # None: pgs-verify@ the admin's domain.
@@ -69,6 +73,7 @@ GALAXY_DEFAULTS: dict[str, Any] = {
     "galaxy_config_extra": {},  # more galaxy.yml settings
     "shared_fs": "nfs",  # "nfs": exported by the Galaxy host; "existing": already shared
     "slurm_drmaa": {},  # see SLURM_DRMAA_DEFAULTS
+    **PRODUCTION_DEFAULTS,  # database, nginx in front: tasks/production.py
 }
 SLURM_DRMAA_DEFAULTS: dict[str, Any] = {
     "method": "source",  # "source", "package" or "path"
@@ -127,13 +132,14 @@ class HostFacts:
 
 @dataclass(frozen=True)
 class GalaxyJob:
-    """A Galaxy job a handler follows in a runner (GalaxyJobsInFlight reads them from Galaxy's database)."""
+    """A Galaxy job a handler follows in a runner (GalaxyDatabaseNow reads them from Galaxy's database)."""
 
     id: int  # Galaxy's database id (the API shows it encoded)
     state: str  # "queued", "running", "stopped" or "deleting" (its runner still has to stop it)
     plugin: str  # the runner plugin id it was sent to: "slurm" or "local"
     runner: str  # the runner class behind "slurm" when it was sent: "drmaa" or "cli" ("" for other plugins)
     external_id: str | None  # the Slurm job id
+    handler: str = ""  # the job handler that follows it ("" while none has taken it)
 
 
 @dataclass(frozen=True)
@@ -226,6 +232,24 @@ class Galaxy:
     drmaa: SlurmDrmaa | None  # None with the CLI runner
     verify_email: str = "pgs-verify@example.org"
     rebuild_venv: bool = False  # a venv made by another Python is moved aside and rebuilt
+    database: GalaxyDatabase = GalaxyDatabase()
+    front: GalaxyFront = GalaxyFront()
+    python: str = "3.13"  # the Galaxy host's python3 ("major.minor"): the venv's lib/pythonX.Y
+
+    @property
+    def url(self) -> str:
+        """Galaxy through nginx on the Galaxy host: readiness, rollback and verification use it."""
+        return self.front.url
+
+    @property
+    def static_dir(self) -> str:
+        """Static files of the galaxy-web-apps package: Galaxy's /static (webapps/base/webapp.py build_url_map)."""
+        return f"{self.venv}/lib/python{self.python}/site-packages/galaxy/webapps/base/static"
+
+    @property
+    def client_dir(self) -> str:
+        """The built web client of the galaxy-web-client package: Galaxy's /static/dist."""
+        return f"{self.venv}/lib/python{self.python}/site-packages/galaxy/web_client/dist"
 
     @property
     def venv(self) -> str:
@@ -278,7 +302,9 @@ class Galaxy:
     def pip_packages(self) -> list[str]:
         galaxy = [f"galaxy-web-apps=={self.version}", f"galaxy-web-client=={self.version}", "gravity"] if self.install else []
         # fissix: Galaxy's metadata step needs lib2to3 or fissix on every node that runs jobs.
-        return galaxy + ["fissix", "drmaa"]
+        # psycopg2-binary: Galaxy's PostgreSQL driver (a wheel: no compiler, no libpq-dev).
+        database = ["psycopg2-binary"] if self.database.kind == "postgresql" else []
+        return galaxy + ["fissix", "drmaa", *database]
 
     def runner_plugins(self) -> dict[str, str]:
         """Plugin id -> runner class: "slurm" is the DRMAA or the CLI runner, as chosen."""
@@ -338,13 +364,16 @@ class Cluster:
 
 def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any],
                   known_nodes: Mapping[str, Node] | None = None,
-                  galaxy_jobs: list[GalaxyJob] | tuple[GalaxyJob, ...] = ()) -> Cluster:
+                  galaxy_jobs: list[GalaxyJob] | tuple[GalaxyJob, ...] = (),
+                  galaxy_database_now: GalaxyDatabaseState = GalaxyDatabaseState()) -> Cluster:
     """Check the inventory and the hosts' facts, and build the cluster from them.
 
     A host without facts could not be reached: the run goes on without it, and
     its slurm.conf entry is kept from `known_nodes` (the controller's current
     slurm.conf) so that the other hosts' configuration does not change.
-    `galaxy_jobs`: the jobs Galaxy's handlers follow now (see runner_switch_problems).
+    `galaxy_jobs`: the jobs Galaxy's handlers follow now (see runner_switch_problems,
+    handler_removal_problems); `galaxy_database_now`: what Galaxy's database in use
+    holds (see database_switch_problems).
     """
     problems: list[str] = []
     warnings: list[str] = []
@@ -396,6 +425,9 @@ def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any],
     galaxy = _galaxy(hosts, cluster_hosts, config["deploy_galaxy"], problems)
     if galaxy is not None:
         problems.extend(runner_switch_problems(galaxy.job_runner, galaxy_jobs))
+        if isinstance(galaxy.handlers, int):
+            problems.extend(handler_removal_problems(galaxy.handler_names, galaxy_jobs))
+        problems.extend(database_switch_problems(galaxy.database, galaxy_database_now))
 
     extra = config["slurm_config_extra"]
     if not isinstance(extra, Mapping):
@@ -623,6 +655,9 @@ def _galaxy(hosts: list[InventoryHost], cluster_hosts: list[ClusterHost], enable
     bind = str(config["galaxy_bind"])
     if not re.fullmatch(r"[^\s:]+:\d{1,5}", bind):
         problems.append(f"galaxy_bind: '{bind}' is not host:port; e.g. 127.0.0.1:8080")
+    else:
+        check_loopback_bind(bind, problems)
+    database, front = production_settings(config, config["galaxy_handlers"], problems)
     if not str(config["galaxy_root"]).startswith("/"):
         problems.append(f"galaxy_root: '{config['galaxy_root']}' is not an absolute path")
     _check_galaxy_account(hosts, config, problems)
@@ -650,6 +685,9 @@ def _galaxy(hosts: list[InventoryHost], cluster_hosts: list[ClusterHost], enable
         drmaa=drmaa,
         verify_email=_verify_email(config, problems),
         rebuild_venv=bool(config["galaxy_rebuild_venv"]),
+        database=database,
+        front=front,
+        python=(inventory_host.facts.python if inventory_host.facts else "") or "3.13",
     )
     if not any(p.startswith(("galaxy_handlers", "galaxy_job_workers")) for p in problems):
         problems.extend(f"galaxy_destinations: {p}" for p in check_job_conf(build_job_conf(galaxy)))

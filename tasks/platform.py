@@ -35,6 +35,11 @@ class Platform:
     slurm_installed: bool
 
     @property
+    def postgresql(self) -> str:
+        """The PostgreSQL major version Debian's `postgresql` package brings on this release."""
+        return POSTGRESQL_BY_CODENAME.get(self.codename, "")
+
+    @property
     def slurm_index(self) -> int:
         return release_index(self.slurm)
 

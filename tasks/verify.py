@@ -394,7 +394,9 @@ def galaxy_ready(galaxy: Galaxy, group: str) -> tuple[str, str]:
         f"supervisorctl status {group}:{name} | grep -q RUNNING && {runners_loaded(f'{galaxy.log_dir}/{name}.log')}"
         for name in galaxy.handler_names
     )
-    api = f"python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' {galaxy.local_url}/api/version"
+    # Through nginx (galaxy.url, on the host itself: the certificate is not what this checks).
+    api = ("python3 -c 'import ssl, sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5, "
+           f"context=ssl._create_unverified_context())' {galaxy.url}/api/version")
     ready = f"! supervisorctl status '{group}:*' | grep -qv RUNNING && {handlers} && {api}"
     broken = f"supervisorctl status '{group}:*' | grep -qE 'FATAL|BACKOFF|EXITED'"
     return ready, broken
@@ -413,12 +415,12 @@ def galaxy_answers(galaxy: Galaxy, group: str):
             f"for log in {handler_logs}; do tac $log | awk '/Loaded job runner/ {{print}} "
             f"/will load all configured runner plugins/ {{exit}}'; done | grep -o \"Loaded job runner '[^']*' as '[^']*'\" | sort -u"
         )
-        report(f"Galaxy answers {galaxy.local_url}/api/version after {time.monotonic() - started:.1f} s; "
+        report(f"Galaxy answers {galaxy.url}/api/version after {time.monotonic() - started:.1f} s; "
                f"{', '.join(loaded.splitlines())}")
         return
     _, status = run(f"supervisorctl status '{group}:*' || true")
     logs = [f"{galaxy.log_dir}/{name}.log" for name in ["web", *galaxy.handler_names]]
-    yield fail(f"Galaxy did not come up within {GALAXY_START_TIMEOUT} s ({galaxy.local_url}):\n{status}\n"
+    yield fail(f"Galaxy did not come up within {GALAXY_START_TIMEOUT} s ({galaxy.url}, through nginx):\n{status}\n"
                + "\n".join(map(log_tail, logs)))
 
 
@@ -492,7 +494,7 @@ def verify_galaxy(cluster: Cluster) -> None:
     )
     files.put(name="Galaxy verification script", src=project_file("galaxy-verify.py"), dest=GALAXY_VERIFY_SCRIPT, mode="0755")
     command = (
-        f"{VERIFY_VENV}/bin/python {GALAXY_VERIFY_SCRIPT} --url {galaxy.local_url} --secrets {galaxy.secrets_file} "
+        f"{VERIFY_VENV}/bin/python {GALAXY_VERIFY_SCRIPT} --url {galaxy.url} --secrets {galaxy.secrets_file} "
         f"--user-email {shlex.quote(galaxy.verify_email)} --key-file {GALAXY_VERIFY_KEY}"
     )
     galaxy_job_through_slurm(

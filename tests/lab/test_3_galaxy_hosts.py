@@ -15,7 +15,7 @@ def test_supervisor_runs_galaxy_as_galaxy(lab_host):
     assert host.service("supervisor").is_running and host.service("supervisor").is_enabled
     status = host.check_output("supervisorctl status")
     programs = {line.split()[0]: line.split()[1] for line in status.splitlines()}
-    assert programs == {"gx:handler0": "RUNNING", "gx:web": "RUNNING"}, status
+    assert programs == {"gx:handler0": "RUNNING", "gx:handler1": "RUNNING", "gx:web": "RUNNING"}, status
     processes = host.check_output("ps -eo user=,args=").splitlines()
     owners = {line.split()[0] for line in processes if "/srv/galaxy/venv/bin/" in line}
     assert owners == {"galaxy"}, processes
@@ -45,7 +45,7 @@ def test_galaxy_is_in_its_venv_with_drmaa_python(lab_host):
 
 def test_galaxy_answers_its_api(lab_host):
     version = lab_host(GALAXY).check_output(
-        "python3 -c 'import urllib.request; print(urllib.request.urlopen(\"http://127.0.0.1:8080/api/version\").read().decode())'"
+        "python3 -c 'import urllib.request; print(urllib.request.urlopen(\"http://127.0.0.1/api/version\").read().decode())'"
     )
     assert '"version_major":"26.1"' in version.replace(" ", "")
 

@@ -38,7 +38,7 @@ VERIFICATION_LEFTOVERS = """
 import json
 from bioblend.galaxy import GalaxyInstance
 key = json.load(open("/etc/pyinfra-galaxy-slurm/galaxy-verify-user.json"))["api_key"]
-galaxy = GalaxyInstance("http://127.0.0.1:8080", key=key)
+galaxy = GalaxyInstance("http://127.0.0.1", key=key)
 histories = galaxy.histories.get_histories()
 contents = [c for h in histories for c in galaxy.histories.show_history(h["id"], contents=True) if not c["purged"]]
 print(f"histories={len(histories)} datasets={len(contents)}")
