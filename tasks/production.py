@@ -197,7 +197,8 @@ def database_switch_problems(database: GalaxyDatabase, now: GalaxyDatabaseState)
     return [
         f"galaxy_database: '{database.kind}' would start Galaxy on an empty database, but its {now.kind} database "
         f"holds {now.users} user{'s' if now.users != 1 else ''} and {now.jobs} job{'s' if now.jobs != 1 else ''}, "
-        f"which Galaxy would no longer see. Either keep galaxy_database = '{now.kind}'; or migrate first (Galaxy has "
+        f"which Galaxy would no longer see. Either keep galaxy_database = '{now.kind}'"
+        f"{' (with galaxy_handlers = 1)' if now.kind == 'sqlite' else ''}; or migrate first (Galaxy has "
         f"no supported SQLite -> PostgreSQL migration: copy the tables with pgloader into the new database before the "
         f"switch, or export the histories users need and import them after); or set galaxy_database_fresh = True to "
         f"start empty (the old database is left in place, not deleted)"

@@ -120,3 +120,9 @@ def test_nginx_site_tls():
     assert "listen 8443 ssl default_server;" in https and "ssl_certificate_key /etc/ssl/private/galaxy.key;" in https
     assert "proxy_pass http://galaxy;" in https
     assert galaxy_of(galaxy_tls_certificate="/c", galaxy_tls_key="/k").url == "https://127.0.0.1:443"
+
+
+def test_postgresql_by_release():
+    from tasks.platform import platform_for
+
+    assert (platform_for("bookworm", None).postgresql, platform_for("trixie", None).postgresql) == ("15", "17")
