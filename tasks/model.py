@@ -22,7 +22,7 @@ from tasks.native_specification import native_specification_problems
 from tasks.platform import Platform, choose_cgroup, platform_for
 from tasks.production import (
     PRODUCTION_DEFAULTS, GalaxyDatabase, GalaxyDatabaseState, GalaxyFront, check_loopback_bind, database_switch_problems,
-    handler_removal_problems, production_settings,
+    handler_removal_problems, production_settings, with_database_now,
 )
 
 CONTROLLER_GROUP = "slurm_controller"
@@ -428,6 +428,7 @@ def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any],
         if isinstance(galaxy.handlers, int):
             problems.extend(handler_removal_problems(galaxy.handler_names, galaxy_jobs))
         problems.extend(database_switch_problems(galaxy.database, galaxy_database_now))
+        galaxy = with_database_now(galaxy, galaxy_database_now)
 
     extra = config["slurm_config_extra"]
     if not isinstance(extra, Mapping):

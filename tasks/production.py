@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 # Settings of the Galaxy host, their defaults and meaning (README's settings table).
@@ -43,6 +43,7 @@ class GalaxyDatabase:
     kind: str = "postgresql"  # or "sqlite"
     url: str | None = None  # an existing server's URL (secret), None: the Galaxy host's own PostgreSQL
     fresh: bool = False  # allowed to start empty although the database in use holds data
+    switching: bool = False  # Galaxy uses another kind of database now (its accounts are not in this one)
 
     @property
     def local_postgresql(self) -> bool:
@@ -203,3 +204,9 @@ def database_switch_problems(database: GalaxyDatabase, now: GalaxyDatabaseState)
         f"switch, or export the histories users need and import them after); or set galaxy_database_fresh = True to "
         f"start empty (the old database is left in place, not deleted)"
     ]
+
+
+def with_database_now(galaxy, now: GalaxyDatabaseState):
+    """The Galaxy model, knowing whether this run moves it to another kind of database."""
+    switching = bool(now.kind) and now.kind != galaxy.database.kind
+    return replace(galaxy, database=replace(galaxy.database, switching=switching))

@@ -32,6 +32,9 @@ BIOBLEND = "bioblend==1.9.0"  # pyinfra's pip.packages compares one exact versio
 # The verification user's API key, made once by galaxy-verify.py; root only.
 PRIVATE_DIR = "/etc/pyinfra-galaxy-slurm"
 GALAXY_VERIFY_KEY = f"{PRIVATE_DIR}/galaxy-verify-user.json"
+# The Galaxy admin account's own API key (and first password), made once with the
+# bootstrap key, which then leaves galaxy.yml; root only.
+GALAXY_ADMIN_KEY = f"{PRIVATE_DIR}/galaxy-admin.json"
 
 # Bounded waits of the Slurm check (seconds).
 SETTLE_WAIT = 60  # for nodes UNKNOWN or not responding to register (a restarted slurmd, a new node)
@@ -485,7 +488,19 @@ def verify_galaxy(cluster: Cluster) -> None:
         # Slurm may place the job on a node it does not yet know is gone.
         logger.warning(f"Galaxy job verification skipped: {', '.join(cluster.unreachable_hosts)} unreachable")
         return
-    files.directory(name="Private directory for the verification user's API key", path=PRIVATE_DIR, mode="0700")
+    command = verify_command(galaxy)
+    galaxy_job_through_slurm(
+        name="A Galaxy upload job runs through Slurm (or waits in Slurm on a full cluster)",
+        command=command,
+        compute_nodes=cluster.reachable_nodes,
+        expected_user=galaxy.user,
+    )
+
+
+def install_verification_tools() -> None:
+    """bioblend in the deploy's own venv, galaxy-verify.py and the root-only key directory."""
+    files.directory(name="Private directory for the Galaxy admin's and verification user's API keys", path=PRIVATE_DIR,
+                    mode="0700")
     pip.packages(
         name=f"bioblend in the deploy's own venv {VERIFY_VENV}",
         packages=[BIOBLEND],
@@ -493,13 +508,29 @@ def verify_galaxy(cluster: Cluster) -> None:
         virtualenv_kwargs={"venv": True, "python": "/usr/bin/python3"},
     )
     files.put(name="Galaxy verification script", src=project_file("galaxy-verify.py"), dest=GALAXY_VERIFY_SCRIPT, mode="0755")
-    command = (
+
+
+def verify_command(galaxy: Galaxy, *options: str) -> str:
+    """galaxy-verify.py's command line (no secret on it: keys are read from root-only files)."""
+    return (
         f"{VERIFY_VENV}/bin/python {GALAXY_VERIFY_SCRIPT} --url {galaxy.url} --secrets {galaxy.secrets_file} "
-        f"--user-email {shlex.quote(galaxy.verify_email)} --key-file {GALAXY_VERIFY_KEY}"
-    )
-    galaxy_job_through_slurm(
-        name="A Galaxy upload job runs through Slurm (or waits in Slurm on a full cluster)",
-        command=command,
-        compute_nodes=cluster.reachable_nodes,
-        expected_user=galaxy.user,
-    )
+        f"--admin-email {shlex.quote(galaxy.admin_email)} --admin-key-file {GALAXY_ADMIN_KEY} "
+        f"--user-email {shlex.quote(galaxy.verify_email)} --key-file {GALAXY_VERIFY_KEY} {' '.join(options)}"
+    ).rstrip()
+
+
+@operation(is_idempotent=True)
+def galaxy_accounts(command: str):
+    """The admin's own API key made with the bootstrap key, and the verification user's."""
+    if not host.state.is_executing:
+        return
+    ok, output = run(command, timeout=300)
+    try:
+        result = json.loads(output.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        result = {"ok": False, "error": output[-3000:]}
+    if not ok or not result.get("ok"):
+        yield fail(f"Galaxy's admin and verification accounts: {result.get('error', 'failed')}")
+        return
+    report(f"Galaxy admin {result['admin']} has its own API key ({GALAXY_ADMIN_KEY}); "
+           f"verification user {result['user']} ({result['user_key']})")

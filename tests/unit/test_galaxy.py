@@ -230,12 +230,15 @@ def test_supervisor_conf_for_cli_has_no_drmaa():
 
 def test_galaxy_yml():
     galaxy = galaxy_of(galaxy_config_extra={"brand": "Lab", "allow_user_creation": False})
-    text = render("galaxy.yml.j2", galaxy=galaxy, secrets={"id_secret": "s" * 32, "admin_api_key": "k" * 64})
+    text = render("galaxy.yml.j2", galaxy=galaxy, secrets={"id_secret": "s" * 32, "admin_api_key": "k" * 64}, bootstrap=True)
     config = yaml.safe_load(text)["galaxy"]
+    later = yaml.safe_load(render("galaxy.yml.j2", galaxy=galaxy, secrets={"id_secret": "s" * 32, "admin_api_key": "k" * 64},
+                                  bootstrap=False))["galaxy"]
+    assert "bootstrap_admin_api_key" not in later and later["admin_users"] == "admin@example.org"
     assert config["job_config_file"] == "/srv/galaxy/config/job_conf.xml"
     assert config["database_connection"] == "postgresql:///galaxy?host=/var/run/postgresql"
     sqlite = galaxy_of(galaxy_database="sqlite", galaxy_handlers=1)
-    assert yaml.safe_load(render("galaxy.yml.j2", galaxy=sqlite, secrets={"id_secret": "s", "admin_api_key": "k"}))[
+    assert yaml.safe_load(render("galaxy.yml.j2", galaxy=sqlite, secrets={"id_secret": "s", "admin_api_key": "k"}, bootstrap=False))[
         "galaxy"]["database_connection"] == "sqlite:////srv/galaxy/data/universe.sqlite?isolation_level=IMMEDIATE"
     assert config["bootstrap_admin_api_key"] == "k" * 64 and config["admin_users"] == "admin@example.org"
     assert (config["brand"], config["allow_user_creation"]) == ("Lab", False)

@@ -70,7 +70,7 @@ def test_existing_server_by_url():
     url = "postgresql://galaxy:hunter2@db.example.org:5432/galaxy"
     galaxy = galaxy_of(galaxy_database_url=url)
     assert not galaxy.database.local_postgresql
-    config = yaml.safe_load(render("galaxy.yml.j2", galaxy=galaxy, secrets=SECRETS))["galaxy"]
+    config = yaml.safe_load(render("galaxy.yml.j2", galaxy=galaxy, secrets=SECRETS, bootstrap=False))["galaxy"]
     assert config["database_connection"] == url
 
 
