@@ -242,6 +242,13 @@ class Galaxy:
         return self.front.url
 
     @property
+    def public_url(self) -> str:
+        """Where users open Galaxy (galaxy_server_name, else the Galaxy host's address)."""
+        name = self.front.server_name.split()[0] if self.front.server_name != "_" else (self.host.address or self.host.node_name)
+        scheme, port, default = ("https", self.front.https_port, 443) if self.front.tls else ("http", self.front.http_port, 80)
+        return f"{scheme}://{name}{'' if port == default else f':{port}'}/"
+
+    @property
     def static_dir(self) -> str:
         """Static files of the galaxy-web-apps package: Galaxy's /static (webapps/base/webapp.py build_url_map)."""
         return f"{self.venv}/lib/python{self.python}/site-packages/galaxy/webapps/base/static"

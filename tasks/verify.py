@@ -419,7 +419,7 @@ def galaxy_answers(galaxy: Galaxy, group: str):
             f"/will load all configured runner plugins/ {{exit}}'; done | grep -o \"Loaded job runner '[^']*' as '[^']*'\" | sort -u"
         )
         report(f"Galaxy answers {galaxy.url}/api/version after {time.monotonic() - started:.1f} s; "
-               f"{', '.join(loaded.splitlines())}")
+               f"{', '.join(loaded.splitlines())}; users open {galaxy.public_url}")
         return
     _, status = run(f"supervisorctl status '{group}:*' || true")
     logs = [f"{galaxy.log_dir}/{name}.log" for name in ["web", *galaxy.handler_names]]

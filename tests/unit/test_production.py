@@ -30,6 +30,9 @@ def test_defaults_are_production():
     assert galaxy.database.kind == "postgresql" and galaxy.database.local_postgresql
     assert galaxy.database.connection(galaxy.data_dir) == "postgresql:///galaxy?host=/var/run/postgresql"
     assert galaxy.url == "http://127.0.0.1:80" and galaxy.bind == "127.0.0.1:8080"
+    assert galaxy.public_url == "http://10.0.0.10/"
+    assert galaxy_of(galaxy_server_name="galaxy.example.org", galaxy_tls_certificate="/c", galaxy_tls_key="/k",
+                     galaxy_https_port=8443).public_url == "https://galaxy.example.org:8443/"
     assert "psycopg2-binary" in galaxy.pip_packages
 
 
