@@ -14,11 +14,12 @@ from pyinfra.facts.server import Command
 
 from tasks.common import once
 from tasks.facts import GalaxyDatabaseNow, HostProfile
+from tasks.model.settings import GALAXY, read
 from tasks.model import (
-    CONTROLLER_GROUP, GALAXY_DEFAULTS, GALAXY_GROUP, Cluster, ClusterConfigError, GalaxyJob, InventoryHost, build_cluster,
+    CONTROLLER_GROUP, GALAXY_GROUP, Cluster, ClusterConfigError, GalaxyJob, InventoryHost, build_cluster,
     parse_node_lines,
 )
-from tasks.production import GalaxyDatabaseState
+from tasks.model.database import GalaxyDatabaseState
 
 
 @once
@@ -34,7 +35,8 @@ def current_cluster() -> Cluster:
     unreadable = [f"{host.name}: {reader.exception or 'no answer'}" for host, reader in readers.items() if not reader.value]
     if unreadable:
         raise PyinfraError("could not read these hosts, nothing was changed:\n  " + "\n  ".join(unreadable))
-    specs = [InventoryHost(h.name, frozenset(h.groups), h.data.dict(), readers[h].value if h in readers else None)
+    specs = [InventoryHost(h.name, frozenset(h.groups), h.data.dict(), readers[h].value if h in readers else None,
+                           frozenset(getattr(h.connector_cls, "data_meta", {})))
              for h in hosts]
     # Cluster-wide settings come from the controller's data (group_data/all.py and its groups).
     controllers = inventory.get_group(CONTROLLER_GROUP, default=[]) or hosts
@@ -69,6 +71,5 @@ def _galaxy_database(settings, reachable) -> tuple[GalaxyDatabaseState, list[Gal
     galaxy_hosts = inventory.get_group(GALAXY_GROUP, default=[])
     if not settings.get("deploy_galaxy", True) or len(galaxy_hosts) != 1 or galaxy_hosts[0] not in reachable:
         return GalaxyDatabaseState(), []
-    data = galaxy_hosts[0].data
-    return galaxy_hosts[0].get_fact(GalaxyDatabaseNow, root=data.get("galaxy_root", GALAXY_DEFAULTS["galaxy_root"]),
-                                    user=data.get("galaxy_user", GALAXY_DEFAULTS["galaxy_user"]))
+    config = read(galaxy_hosts[0].data, GALAXY)
+    return galaxy_hosts[0].get_fact(GalaxyDatabaseNow, root=config["galaxy_root"], user=config["galaxy_user"])

@@ -13,7 +13,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import apt, postgresql, systemd
 
 from tasks.model import Cluster
-from tasks.production import DATABASE_NAME
+from tasks.model.database import DATABASE_NAME
 
 
 @deploy("Galaxy's database")

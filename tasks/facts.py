@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pyinfra.api import FactBase
 
 from tasks.model import GalaxyJob, HostFacts
-from tasks.production import JOB_STATES_IN_FLIGHT, GalaxyDatabaseState
+from tasks.model.database import GalaxyDatabaseState
+from tasks.model.galaxy import JOB_STATES_IN_FLIGHT
 
 # One round trip per host. Every line is key=value; the command always exits 0
 # (a failing fact would fail the host), missing tools give empty values.

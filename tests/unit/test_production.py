@@ -1,4 +1,4 @@
-"""Production Galaxy: database, handlers, nginx in front (tasks/production.py and its templates)."""
+"""Production Galaxy: database, handlers, nginx in front (tasks/model/database.py, web.py, galaxy.py and the templates)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import yaml
 from tasks.common import render
 from tasks.facts import parse_galaxy_database, parse_galaxy_jobs
 from tasks.model import ClusterConfigError, GalaxyJob, build_cluster
-from tasks.production import GalaxyDatabaseState
+from tasks.model.database import GalaxyDatabaseState
 from tests.unit.conftest import small_cluster
 
 SECRETS = {"id_secret": "s" * 32, "admin_api_key": "k" * 64}
