@@ -14,12 +14,12 @@ import time
 import pytest
 
 from tests.lab.conftest import COMPUTE_NAMES, HOST_NAMES, NOTES, TIMINGS
-from tests.lab.galaxy_jobs import VENV_PYTHON, GalaxyJobs
+from tests.lab.galaxy_jobs import PSQL_AS_GALAXY, VENV_PYTHON, GalaxyJobs
 
 GALAXY = HOST_NAMES[0]
 OTHER = COMPUTE_NAMES[0]
 pytestmark = pytest.mark.lab
-PSQL = "runuser -u galaxy -- psql -At -d galaxy -h /var/run/postgresql -c "
+PSQL = PSQL_AS_GALAXY
 UPLOAD_WAIT = 300
 MAX_UPLOADS = 12
 
@@ -199,3 +199,4 @@ def test_rerun_after_all_changes_nothing(deploy):
     rerun = deploy()
     assert rerun.returncode == 0, rerun.log[-3000:]
     assert rerun.changes == 0, rerun.changed_operations()
+
