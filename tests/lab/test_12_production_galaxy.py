@@ -169,6 +169,24 @@ def test_tls_with_the_lab_certificate(deploy, galaxy, other, lab_certificate):
     assert fetch(other, f"http://{galaxy.address}/api/version")["status"] == 200
 
 
+
+def test_a_site_nginx_refuses_is_rolled_back(deploy, galaxy, other):
+    """A "certificate" nginx cannot load: `nginx -t` fails, the previous site is put back,
+    nginx keeps serving Galaxy, the run fails saying so; Galaxy is not touched."""
+    galaxy.ssh("install -d -m 0755 /etc/ssl/galaxy-lab && echo 'not a certificate' > /etc/ssl/galaxy-lab/bogus.pem")
+    before = galaxy.ssh("sha1sum /etc/nginx/sites-available/galaxy /srv/galaxy/config/galaxy.yml")
+    try:
+        run = deploy("--data", "galaxy_tls_certificate=/etc/ssl/galaxy-lab/bogus.pem",
+                     "--data", "galaxy_tls_key=/etc/ssl/galaxy-lab/bogus.pem")
+        assert run.returncode != 0
+        assert "nginx refused the new Galaxy site (/etc/nginx/sites-available/galaxy); the previous one is back" in run.log, \
+            run.log[-3000:]
+        assert galaxy.ssh("sha1sum /etc/nginx/sites-available/galaxy /srv/galaxy/config/galaxy.yml") == before
+        assert fetch(other, f"http://{galaxy.address}/api/version")["status"] == 200
+    finally:
+        galaxy.ssh("rm -f /etc/ssl/galaxy-lab/bogus.pem")
+
+
 def test_switch_to_postgresql_refused_while_sqlite_holds_data(deploy, galaxy):
     """Galaxy on SQLite (one handler) with the verification's user and job in it; the
     default (PostgreSQL) is then refused, naming what SQLite holds, before any change;
