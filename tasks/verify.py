@@ -32,6 +32,9 @@ BIOBLEND = "bioblend==1.9.0"  # pyinfra's pip.packages compares one exact versio
 # The verification user's API key, made once by galaxy-verify.py; root only.
 PRIVATE_DIR = "/etc/pyinfra-galaxy-slurm"
 GALAXY_VERIFY_KEY = f"{PRIVATE_DIR}/galaxy-verify-user.json"
+# The Galaxy admin account's own API key (and first password), made once with the
+# bootstrap key, which then leaves galaxy.yml; root only.
+GALAXY_ADMIN_KEY = f"{PRIVATE_DIR}/galaxy-admin.json"
 
 # Bounded waits of the Slurm check (seconds).
 SETTLE_WAIT = 60  # for nodes UNKNOWN or not responding to register (a restarted slurmd, a new node)
@@ -394,7 +397,9 @@ def galaxy_ready(galaxy: Galaxy, group: str) -> tuple[str, str]:
         f"supervisorctl status {group}:{name} | grep -q RUNNING && {runners_loaded(f'{galaxy.log_dir}/{name}.log')}"
         for name in galaxy.handler_names
     )
-    api = f"python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' {galaxy.local_url}/api/version"
+    # Through nginx (galaxy.url, on the host itself: the certificate is not what this checks).
+    api = ("python3 -c 'import ssl, sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5, "
+           f"context=ssl._create_unverified_context())' {galaxy.url}/api/version")
     ready = f"! supervisorctl status '{group}:*' | grep -qv RUNNING && {handlers} && {api}"
     broken = f"supervisorctl status '{group}:*' | grep -qE 'FATAL|BACKOFF|EXITED'"
     return ready, broken
@@ -413,12 +418,12 @@ def galaxy_answers(galaxy: Galaxy, group: str):
             f"for log in {handler_logs}; do tac $log | awk '/Loaded job runner/ {{print}} "
             f"/will load all configured runner plugins/ {{exit}}'; done | grep -o \"Loaded job runner '[^']*' as '[^']*'\" | sort -u"
         )
-        report(f"Galaxy answers {galaxy.local_url}/api/version after {time.monotonic() - started:.1f} s; "
-               f"{', '.join(loaded.splitlines())}")
+        report(f"Galaxy answers {galaxy.url}/api/version after {time.monotonic() - started:.1f} s; "
+               f"{', '.join(loaded.splitlines())}; users open {galaxy.public_url}")
         return
     _, status = run(f"supervisorctl status '{group}:*' || true")
     logs = [f"{galaxy.log_dir}/{name}.log" for name in ["web", *galaxy.handler_names]]
-    yield fail(f"Galaxy did not come up within {GALAXY_START_TIMEOUT} s ({galaxy.local_url}):\n{status}\n"
+    yield fail(f"Galaxy did not come up within {GALAXY_START_TIMEOUT} s ({galaxy.url}, through nginx):\n{status}\n"
                + "\n".join(map(log_tail, logs)))
 
 
@@ -483,7 +488,19 @@ def verify_galaxy(cluster: Cluster) -> None:
         # Slurm may place the job on a node it does not yet know is gone.
         logger.warning(f"Galaxy job verification skipped: {', '.join(cluster.unreachable_hosts)} unreachable")
         return
-    files.directory(name="Private directory for the verification user's API key", path=PRIVATE_DIR, mode="0700")
+    command = verify_command(galaxy)
+    galaxy_job_through_slurm(
+        name="A Galaxy upload job runs through Slurm (or waits in Slurm on a full cluster)",
+        command=command,
+        compute_nodes=cluster.reachable_nodes,
+        expected_user=galaxy.user,
+    )
+
+
+def install_verification_tools() -> None:
+    """bioblend in the deploy's own venv, galaxy-verify.py and the root-only key directory."""
+    files.directory(name="Private directory for the Galaxy admin's and verification user's API keys", path=PRIVATE_DIR,
+                    mode="0700")
     pip.packages(
         name=f"bioblend in the deploy's own venv {VERIFY_VENV}",
         packages=[BIOBLEND],
@@ -491,13 +508,29 @@ def verify_galaxy(cluster: Cluster) -> None:
         virtualenv_kwargs={"venv": True, "python": "/usr/bin/python3"},
     )
     files.put(name="Galaxy verification script", src=project_file("galaxy-verify.py"), dest=GALAXY_VERIFY_SCRIPT, mode="0755")
-    command = (
-        f"{VERIFY_VENV}/bin/python {GALAXY_VERIFY_SCRIPT} --url {galaxy.local_url} --secrets {galaxy.secrets_file} "
-        f"--user-email {shlex.quote(galaxy.verify_email)} --key-file {GALAXY_VERIFY_KEY}"
-    )
-    galaxy_job_through_slurm(
-        name="A Galaxy upload job runs through Slurm (or waits in Slurm on a full cluster)",
-        command=command,
-        compute_nodes=cluster.reachable_nodes,
-        expected_user=galaxy.user,
-    )
+
+
+def verify_command(galaxy: Galaxy, *options: str) -> str:
+    """galaxy-verify.py's command line (no secret on it: keys are read from root-only files)."""
+    return (
+        f"{VERIFY_VENV}/bin/python {GALAXY_VERIFY_SCRIPT} --url {galaxy.url} --secrets {galaxy.secrets_file} "
+        f"--admin-email {shlex.quote(galaxy.admin_email)} --admin-key-file {GALAXY_ADMIN_KEY} "
+        f"--user-email {shlex.quote(galaxy.verify_email)} --key-file {GALAXY_VERIFY_KEY} {' '.join(options)}"
+    ).rstrip()
+
+
+@operation(is_idempotent=True)
+def galaxy_accounts(command: str):
+    """The admin's own API key made with the bootstrap key, and the verification user's."""
+    if not host.state.is_executing:
+        return
+    ok, output = run(command, timeout=300)
+    try:
+        result = json.loads(output.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        result = {"ok": False, "error": output[-3000:]}
+    if not ok or not result.get("ok"):
+        yield fail(f"Galaxy's admin and verification accounts: {result.get('error', 'failed')}")
+        return
+    report(f"Galaxy admin {result['admin']} has its own API key ({GALAXY_ADMIN_KEY}); "
+           f"verification user {result['user']} ({result['user_key']})")
