@@ -219,7 +219,7 @@ def install_slurm(cluster: Cluster) -> None:
     # 1. The controller (every host on a first install): configuration, packages, slurmctld;
     # how to apply a change.
     _configuration(cluster, config_dir, "on the controller first", first_wave, written)
-    apt.packages(name="Install the controller's Slurm packages (every host's, and munge, on a first install)",
+    apt.packages(name="Install the controller's Slurm packages (every host's on a first install; munge too without accounting)",
                  packages=(sorted({*packages_for(me.roles), *PACKAGES_ALL}) if munge_with_slurm(cluster)
                            else packages_for(me.roles if fresh else frozenset({"controller"}))),
                  no_recommends=True, _if=first_wave)
