@@ -18,11 +18,12 @@ from pyinfra.api import deploy, operation
 from pyinfra.operations import apt, files, pip, server, systemd
 
 from tasks.common import any_changed, once, render
+from tasks.destinations import destinations_schedulable
 from tasks.facts import PythonVenv, VenvFacts
 from tasks.jobconf import build_job_conf
 from tasks.model import Cluster, ClusterHost, Galaxy
 from tasks.operations import backup_of, config_file, read_secret, restart_checked, run
-from tasks.verify import file_present, galaxy_answers, galaxy_ready
+from tasks.verify import file_present, galaxy_answers, galaxy_ready, handlers_restart
 
 SUPERVISOR_GROUP = "gx"
 SUPERVISOR_CONF = "/etc/supervisor/conf.d/galaxy.conf"
@@ -154,6 +155,9 @@ def install_galaxy(cluster: Cluster) -> None:
     if galaxy is None or host.name != galaxy.host.inventory_name:
         return
     owner = {"user": galaxy.user, "group": galaxy.user}
+    # Before any Galaxy file changes, after slurm.conf (a partition added in this run exists).
+    destinations_schedulable(name="Slurm would start every destination's jobs (sbatch --test-only, partition MaxTime)",
+                             galaxy=galaxy)
     apt.packages(name="Python venv and supervisor", packages=["python3-venv", "supervisor"], no_recommends=True)
     for path, mode in ((galaxy.config_dir, "0750"), (galaxy.data_dir, "0755"), (galaxy.log_dir, "0750")):
         files.directory(name=f"Galaxy directory {path}", path=path, mode=mode, **owner)
@@ -213,7 +217,7 @@ def install_galaxy(cluster: Cluster) -> None:
         if not first_start and restart_all():
             steps.append(f"supervisorctl restart '{SUPERVISOR_GROUP}:*'")
         elif not first_start and job_conf.did_change():
-            steps.append("supervisorctl restart " + " ".join(f"{SUPERVISOR_GROUP}:{h}" for h in galaxy.handler_names))
+            steps.append(handlers_restart(galaxy, SUPERVISOR_GROUP))
         return " && ".join(steps) or "true"
 
     restart_checked(

@@ -19,7 +19,7 @@ from pyinfra.operations import files, pip
 
 from tasks.common import project_file
 from tasks.model import Cluster, Galaxy
-from tasks.operations import fail, log_tail, run, wait_until
+from tasks.operations import fail, log_tail, rolled_back, run, wait_until
 
 SHARE_DIR = "/usr/local/share/pyinfra-galaxy-slurm"
 VERIFY_SCRIPT = f"{SHARE_DIR}/slurm-verify.sbatch"
@@ -422,10 +422,19 @@ def galaxy_answers(galaxy: Galaxy, group: str):
                + "\n".join(map(log_tail, logs)))
 
 
+def handlers_restart(galaxy: Galaxy, group: str) -> str:
+    """The command that restarts Galaxy's job handlers (they read job_conf.xml at start)."""
+    return "supervisorctl restart " + " ".join(f"{group}:{name}" for name in galaxy.handler_names)
+
+
 @operation(is_idempotent=True)
-def galaxy_job_through_slurm(command: str, compute_nodes: list[str], expected_user: str):
+def galaxy_job_through_slurm(command: str, compute_nodes: list[str], expected_user: str, galaxy: Galaxy,
+                             group: str):
     """A Galaxy upload job ran through Slurm on a compute node, as the galaxy user; or, on
-    a full cluster, it waits in Slurm (PENDING for CPUs) and was withdrawn (see galaxy-verify.py)."""
+    a full cluster, it waits in Slurm (PENDING for CPUs) and was withdrawn (see galaxy-verify.py).
+
+    When it failed and this run replaced job_conf.xml, the previous one is put back and the
+    handlers restarted (like slurm.conf after slurmctld refused it); the run fails saying so."""
     if not host.state.is_executing:
         return
     ok, output = run(command, timeout=600)
@@ -439,7 +448,13 @@ def galaxy_job_through_slurm(command: str, compute_nodes: list[str], expected_us
     if result.get("slurm_user") and result["slurm_user"] != expected_user:
         problems.append(f"the Slurm job ran as {result['slurm_user']}, not {expected_user}")
     if problems:
-        yield fail("Galaxy upload job through Slurm failed: " + "; ".join(problems) + f"\n{json.dumps(result, indent=1)}")
+        ready, broken = galaxy_ready(galaxy, group)
+        yield from rolled_back(
+            handlers_restart(galaxy, group), ready, [galaxy.job_conf], "Galaxy's job configuration",
+            "failed its verification (a Galaxy job through Slurm did not end ok)",
+            "Galaxy upload job through Slurm failed: " + "; ".join(problems) + f"\n{json.dumps(result, indent=1)}",
+            timeout=GALAXY_START_TIMEOUT, settle=0, broken=broken,
+        )
         return
     report(galaxy_report_line(result))
 
@@ -500,4 +515,12 @@ def verify_galaxy(cluster: Cluster) -> None:
         command=command,
         compute_nodes=cluster.reachable_nodes,
         expected_user=galaxy.user,
+        galaxy=galaxy,
+        group=supervisor_group(),
     )
+
+
+def supervisor_group() -> str:
+    from tasks.galaxy import SUPERVISOR_GROUP  # tasks.galaxy imports this module
+
+    return SUPERVISOR_GROUP
