@@ -1,4 +1,4 @@
-"""Cluster-wide settings. Every one has a default (tasks/model.py DEFAULTS);
+"""Cluster-wide settings. Every one is declared with its default in tasks/model/settings.py;
 what is set here is what a site usually changes."""
 
 # Slurm's ClusterName.

@@ -1,5 +1,5 @@
-"""Galaxy settings (the host in the `galaxy` group). Every one has a default
-(tasks/model.py GALAXY_DEFAULTS); these are the ones a site usually sets."""
+"""Galaxy settings (the host in the `galaxy` group). Every one is declared with its
+default in tasks/model/settings.py; these are the ones a site usually sets."""
 
 galaxy_version = "26.1.2"  # installed from PyPI (galaxy-web-apps + galaxy-web-client)
 galaxy_install = True  # False: keep the Galaxy already in /srv/galaxy/venv

@@ -14,8 +14,9 @@ from pyinfra.facts.server import Command
 
 from tasks.common import once
 from tasks.facts import GalaxyJobsInFlight, HostProfile
+from tasks.model.settings import GALAXY, read
 from tasks.model import (
-    CONTROLLER_GROUP, GALAXY_DEFAULTS, GALAXY_GROUP, Cluster, ClusterConfigError, GalaxyJob, InventoryHost, build_cluster,
+    CONTROLLER_GROUP, GALAXY_GROUP, Cluster, ClusterConfigError, GalaxyJob, InventoryHost, build_cluster,
     parse_node_lines,
 )
 
@@ -33,7 +34,8 @@ def current_cluster() -> Cluster:
     unreadable = [f"{host.name}: {reader.exception or 'no answer'}" for host, reader in readers.items() if not reader.value]
     if unreadable:
         raise PyinfraError("could not read these hosts, nothing was changed:\n  " + "\n  ".join(unreadable))
-    specs = [InventoryHost(h.name, frozenset(h.groups), h.data.dict(), readers[h].value if h in readers else None)
+    specs = [InventoryHost(h.name, frozenset(h.groups), h.data.dict(), readers[h].value if h in readers else None,
+                           frozenset(getattr(h.connector_cls, "data_meta", {})))
              for h in hosts]
     # Cluster-wide settings come from the controller's data (group_data/all.py and its groups).
     controllers = inventory.get_group(CONTROLLER_GROUP, default=[]) or hosts
@@ -67,4 +69,4 @@ def _galaxy_jobs(settings, reachable) -> list[GalaxyJob]:
     if not settings.get("deploy_galaxy", True) or len(galaxy_hosts) != 1 or galaxy_hosts[0] not in reachable:
         return []
     galaxy_host = galaxy_hosts[0]
-    return galaxy_host.get_fact(GalaxyJobsInFlight, root=galaxy_host.data.get("galaxy_root", GALAXY_DEFAULTS["galaxy_root"]))
+    return galaxy_host.get_fact(GalaxyJobsInFlight, root=read(galaxy_host.data, GALAXY)["galaxy_root"])

@@ -25,10 +25,16 @@ RUNNER_PLUGINS = {
 }
 HANDLER_POOL = "job-handlers"
 
+
+def runner_plugins(job_runner: str) -> dict[str, str]:
+    """Plugin id -> runner class: "slurm" is the DRMAA or the CLI runner (`job_runner`), as chosen."""
+    return {"local": RUNNER_PLUGINS["local"], "slurm": RUNNER_PLUGINS[job_runner]}
+
+
 def build_job_conf(galaxy: Galaxy) -> bytes:
     root = etree.Element("job_conf")
     plugins = etree.SubElement(root, "plugins", workers=str(galaxy.job_workers))
-    for plugin_id, load in galaxy.runner_plugins().items():
+    for plugin_id, load in runner_plugins(galaxy.job_runner).items():
         plugin = etree.SubElement(plugins, "plugin", id=plugin_id, type="runner", load=load)
         if load == RUNNER_PLUGINS["drmaa"] and galaxy.drmaa_library_path:
             _param(plugin, "drmaa_library_path", galaxy.drmaa_library_path)

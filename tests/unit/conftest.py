@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from pyinfra.connectors.ssh import SSHConnector
 
 from tasks.model import HostFacts, InventoryHost
+
+SSH_KEYS = frozenset(SSHConnector.data_meta)  # ssh_hostname, ssh_user, ...
 
 
 def facts(hostname: str, cpus: int = 4, sockets: int = 1, threads: int = 1, memory_mb: int = 7900,
@@ -33,6 +36,7 @@ def inventory_host(name: str, *groups: str, address: str = "10.0.0.1", data: dic
         groups=frozenset(groups),
         data={"ssh_hostname": address, **(data or {})},
         facts=facts(name, **fact_args),
+        connector_keys=SSH_KEYS,
     )
 
 

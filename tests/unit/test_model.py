@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from tasks.model import ClusterConfigError, build_cluster, parse_node_lines
@@ -207,7 +209,7 @@ def test_debian_12_node_cannot_join_a_debian_13_controller():
 
 def unreachable(host):
     """The same inventory host, as a run that could not reach it sees it."""
-    return type(host)(host.name, host.groups, host.data, None)
+    return dataclasses.replace(host, facts=None)
 
 
 def test_unreachable_compute_host_keeps_its_slurm_conf_entry():
