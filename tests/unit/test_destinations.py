@@ -7,10 +7,15 @@ The sbatch outputs below are Slurm 24.11's, copied from the lab (Debian 13):
 from __future__ import annotations
 
 import pytest
+import yaml
+from lxml import etree
 
+from tasks.common import render
 from tasks.destinations import destination_problem, requested_seconds, slurm_reason, sbatch_test_only_command
 from tasks.model import Destination, build_cluster
+from tasks.jobconf import build_job_conf, check_job_conf, verification_tools
 from tasks.native_specification import sbatch_arguments, slurm_time_seconds
+from tasks.verify import destination_params, destination_report_lines
 from tests.unit.conftest import small_cluster
 
 WILL_START = "sbatch: Job 4 to start at 2026-11-30T18:53:34 using 1 processors on nodes dest-c1 in partition short"
@@ -108,3 +113,47 @@ def test_unlimited_partition_takes_any_time():
     g = galaxy()
     unlimited = SHORT.replace("MaxTime=00:05:00", "MaxTime=UNLIMITED")
     assert destination_problem(g, 1, Destination("long", "slurm", "--time=99:00:00"), (True, WILL_START), unlimited) is None
+
+
+LOCAL_DEST = {"id": "local", "runner": "local"}
+TWO = [{"id": "slurm", "runner": "slurm", "native_specification": "--ntasks=1"},
+       {"id": "short-jobs", "runner": "slurm", "native_specification": "--partition=short --time=0:04"}]
+
+
+def test_each_further_slurm_destination_gets_the_verification_tool_in_job_conf():
+    g = galaxy("drmaa", [TWO[1], LOCAL_DEST, TWO[0]])  # default: the last one, "slurm"
+    assert verification_tools(g) == [("short-jobs", "pgs_verify_short_jobs")]
+    root = etree.fromstring(build_job_conf(g))
+    assert [(t.get("id"), t.get("destination")) for t in root.iterfind("tools/tool")] == [("pgs_verify_short_jobs", "short-jobs")]
+    assert check_job_conf(build_job_conf(g)) == []
+    assert destination_params(g, "short-jobs") == {"nativeSpecification": "--partition=short --time=0:04"}
+
+
+def test_one_slurm_destination_needs_no_tool():
+    g = galaxy()
+    assert verification_tools(g) == [] and etree.fromstring(build_job_conf(g)).find("tools") is None
+
+
+def test_galaxy_yml_loads_the_verification_tools_after_the_toolbox():
+    g = galaxy("drmaa", [TWO[1], LOCAL_DEST, TWO[0]])
+    secrets = {"id_secret": "s" * 32, "admin_api_key": "k" * 64}
+    configs = ["/srv/galaxy/venv/lib/python3.13/site-packages/galaxy/config/sample/tool_conf.xml.sample",
+               "/srv/galaxy/config/pgs-verify-tools/tool_conf.xml"]
+    config = yaml.safe_load(render("galaxy.yml.j2", galaxy=g, secrets=secrets, tool_configs=configs))["galaxy"]
+    assert config["tool_config_file"] == configs
+    assert "tool_config_file" not in yaml.safe_load(render("galaxy.yml.j2", galaxy=g, secrets=secrets))["galaxy"]
+    tool = render("galaxy-verify-tool.xml.j2", tool_id="pgs_verify_short_jobs", destination="short-jobs")
+    assert etree.fromstring(tool.encode()).get("id") == "pgs_verify_short_jobs"
+    conf = render("galaxy-verify-tool-conf.xml.j2", tools=verification_tools(g), directory="/d")
+    assert [t.get("file") for t in etree.fromstring(conf.encode()).iter("tool")] == ["/d/pgs_verify_short_jobs.xml"]
+    assert [t.get("hidden") for t in etree.fromstring(conf.encode()).iter("tool")] == ["true"]
+
+
+def test_report_names_every_destination():
+    result = {"destinations": [
+        {"destination": "slurm", "ok": True},
+        {"destination": "short-jobs", "tool": "pgs_verify_short_jobs", "galaxy_job_id": "f2", "slurm_job_id": "12",
+         "node": "c2", "partition": "short", "time_limit": "00:04:00", "slurm_state": "COMPLETED", "seconds_to_ok": 9.5}]}
+    assert destination_report_lines(result) == [
+        "destination short-jobs: Galaxy job f2 (tool pgs_verify_short_jobs) = Slurm job 12 on c2, partition short, "
+        "time limit 00:04:00: COMPLETED, dataset ok in 9.5 s"]
