@@ -4,6 +4,7 @@
   one asking more time than its partition's MaxTime (Slurm would queue it
   forever with reason PartitionTimeLimit), one asking more CPUs than a node has
   (sbatch --test-only: "Requested node configuration is not available").
+- Two Slurm destinations: a job through each, both named in the report, both ok.
 - A destination Slurm accepts but whose Galaxy job fails (a destination param
   Galaxy enforces: require_container, and the upload tool has no container) has
   its job_conf.xml rolled back byte for byte and the handlers restarted.
@@ -75,6 +76,25 @@ def test_job_conf_failing_verification_is_rolled_back(galaxy_jobs, galaxy_host, 
     assert "require_container" not in job_conf
     assert galaxy_jobs.handler_pid() != pid  # restarted twice: with the new file, then with the restored one
     assert galaxy_jobs.handler_ready()
+
+
+def test_every_slurm_destination_runs_a_job(galaxy_jobs, galaxy_host, deploy):
+    """Two Slurm destinations: the upload goes to the default, the verification's own tool to the other;
+    the report names both, each job COMPLETED in Slurm with its destination's partition and time limit."""
+    short = {"id": "short-jobs", "runner": "slurm", "native_specification": "--partition=short --time=0:04"}
+    args = galaxy_jobs.deploy_args(slurm_partitions=[DEFAULT_PARTITION, SHORT_PARTITION],
+                                   galaxy_destinations=[SLURM, short, LOCAL])
+    run = deploy(*args)
+    TIMINGS["two Slurm destinations verified"] = run.seconds
+    assert run.returncode == 0, run.log[-5000:]
+    assert re.search(r"Galaxy job \w+ \(destination slurm, runner slurm, handler handler\d\) = Slurm job \d+ .* on \S+-c\d "
+                     r"as galaxy: COMPLETED", run.log), run.log[-4000:]
+    line = re.search(r"destination short-jobs: Galaxy job \w+ \(tool pgs_verify_short_jobs\) = Slurm job (\d+) on \S+-c\d, "
+                     r"partition short, time limit 00:04:00: COMPLETED, dataset ok in ([\d.]+) s", run.log)
+    assert line, run.log[-4000:]
+    assert '<tool id="pgs_verify_short_jobs" destination="short-jobs"/>' in galaxy_host.file(JOB_CONF).content_string
+    rerun = deploy(*args)
+    assert rerun.returncode == 0 and rerun.changes == 0, rerun.changed_operations()
 
 
 def test_default_destinations_again(galaxy_jobs, galaxy_host, deploy, first_deploy):
