@@ -102,7 +102,7 @@ def deploy(*extra: str, timings: Path | None = None) -> dict:
     if timings:
         env["PGS_TIMINGS"] = str(timings)
     started = time.time()
-    process = subprocess.Popen([PYINFRA, "-y", "--json", *extra, "inventory.py", "deploy.py"], cwd=PROJECT, env=env,
+    process = subprocess.Popen([PYINFRA, "-y", "--json", *extra, "lab/inventory.py", "deploy.py"], cwd=PROJECT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     rusage_holder = {}
 
@@ -174,8 +174,10 @@ def floor(lab_hosts: list[dict], galaxy: bool) -> float:
 
 
 def galaxy_latency(head: str, runner: str, jobs: int) -> list[float]:
-    command = (f"/usr/local/share/pyinfra-galaxy-slurm/venv/bin/python {VERIFY_SCRIPT} --url http://127.0.0.1:8080 "
-               "--secrets /srv/galaxy/config/secrets.json --user-email pgs-verify@example.org "
+    # Through nginx, as users reach Galaxy; admin reads with the admin's own key.
+    command = (f"/usr/local/share/pyinfra-galaxy-slurm/venv/bin/python {VERIFY_SCRIPT} --url http://127.0.0.1 "
+               "--secrets /srv/galaxy/config/secrets.json --admin-email admin@example.org "
+               "--admin-key-file /etc/pyinfra-galaxy-slurm/galaxy-admin.json --user-email pgs-verify@example.org "
                f"--key-file /etc/pyinfra-galaxy-slurm/galaxy-verify-user.json --expect-runner {runner}")
     return [json.loads(ssh(head, command).strip().splitlines()[-1])["seconds_to_ok"] for _ in range(jobs)]
 

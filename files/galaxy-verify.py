@@ -3,10 +3,16 @@
 
 Runs as root on the Galaxy host, in the deploy's own venv with bioblend. The job
 is submitted by a Galaxy user of its own (--user-email, an ordinary user, not an
-admin): created once with the bootstrap admin API key (read from Galaxy's
-secrets file, never from the command line nor printed), its API key made once
-and kept in --key-file (mode 0600), reused on later runs. No other user's key
-is ever replaced.
+admin), its API key made once and kept in --key-file (mode 0600), reused on
+later runs. Admin reads use the admin account's own key (--admin-key-file, 0600).
+
+`--bootstrap` (the deploy's first run only, while galaxy.yml holds
+bootstrap_admin_api_key): the bootstrap key (read from Galaxy's secrets file,
+never from the command line nor printed) creates the admin account
+(--admin-email, in galaxy.yml's admin_users; a random password kept beside its
+key for the admin's first login) and its API key; the deploy then removes the
+bootstrap key from galaxy.yml (Galaxy's config schema: set it only to
+bootstrap, not on a production server). No other user's key is ever replaced.
 
 One history named HISTORY_NAME is reused; datasets a run leaves in it are
 purged. The run uploads a small text file (tus + the fetch API, tool
@@ -51,6 +57,18 @@ DESTINATION_REPORT = ("ok", "error", "slurm_job_id", "slurm_state", "node", "par
 DESTINATION_FIELDS = ("Runner", "Runner Job ID", "Handler")
 
 
+def connect(url: str, key: str) -> GalaxyInstance:
+    """A session as the owner of `key`. Galaxy is reached through nginx on this host
+    (https://127.0.0.1 with TLS): the certificate names the public host, not 127.0.0.1,
+    so it is not checked here (the TLS path itself is what the lab test checks)."""
+    loopback = url.startswith("https://127.0.0.1")
+    if loopback:
+        import urllib3
+
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+    return GalaxyInstance(url, key=key, verify=not loopback)
+
+
 def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -78,7 +96,7 @@ def verification_user(url: str, admin: GalaxyInstance, email: str, key_file: str
     "new key" (the user is created first if it does not exist)."""
     stored = read_json(key_file)
     if stored and stored.get("email") == email:
-        galaxy = GalaxyInstance(url, key=stored["api_key"])
+        galaxy = connect(url, stored["api_key"])
         try:
             if galaxy.users.get_current_user().get("email") == email:
                 return galaxy, "kept key"
@@ -93,7 +111,42 @@ def verification_user(url: str, admin: GalaxyInstance, email: str, key_file: str
         progress(f"created Galaxy user {email}")
     key = admin.users.create_user_apikey(user["id"])
     write_private_json(key_file, {"email": email, "user_id": user["id"], "api_key": key})
-    return GalaxyInstance(url, key=key), "new key"
+    return connect(url, key), "new key"
+
+
+def admin_session(url: str, email: str, key_file: str, bootstrap_key: str | None) -> GalaxyInstance:
+    """The admin account's session, with its kept key; with `bootstrap_key`, the account
+    (if missing) and its key are made first. Without one, a refused key is an error."""
+    stored = read_json(key_file)
+    if stored and stored.get("email") == email:
+        galaxy = connect(url, stored["api_key"])
+        try:
+            if galaxy.users.get_current_user().get("email") == email:
+                return galaxy
+        except GalaxyError as error:
+            progress(f"the kept API key of the admin {email} is refused ({error.status_code})")
+    if not bootstrap_key:
+        raise SystemExit(json.dumps({"ok": False, "error": (
+            f"no working API key of the admin {email} in {key_file}, and galaxy.yml holds no bootstrap key to make one: "
+            f"remove {key_file} and re-run the deploy (it bootstraps the admin's key once)")}))
+    bootstrap = connect(url, bootstrap_key)
+    users = bootstrap.users.get_users(f_email=email)
+    password = None
+    if users:
+        user = users[0]
+    else:
+        password = secrets.token_urlsafe(18)
+        username = re.sub(r"[^a-z0-9._-]", "-", email.split("@")[0].lower()) or "admin"
+        user = bootstrap.users.create_local_user(username, email, password)
+        progress(f"created the Galaxy admin {email}")
+    key = bootstrap.users.create_user_apikey(user["id"])
+    kept = {"email": email, "user_id": user["id"], "api_key": key}
+    if password:
+        kept["password"] = password  # for the admin's first login; change it in Galaxy
+    elif stored and stored.get("email") == email and stored.get("password"):
+        kept["password"] = stored["password"]
+    write_private_json(key_file, kept)
+    return connect(url, key)
 
 
 def verification_history(galaxy: GalaxyInstance) -> tuple[str, int]:
@@ -224,6 +277,10 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
     parser.add_argument("--secrets", required=True, help="Galaxy's secrets.json (admin_api_key: the bootstrap admin key)")
+    parser.add_argument("--admin-email", required=True, help="the admin account (galaxy.yml admin_users)")
+    parser.add_argument("--admin-key-file", required=True, help="where the admin's API key is kept (mode 0600)")
+    parser.add_argument("--bootstrap", action="store_true", help="galaxy.yml holds the bootstrap key: make the admin's key")
+    parser.add_argument("--accounts-only", action="store_true", help="make sure of the admin's and the user's keys, run no job")
     parser.add_argument("--user-email", required=True, help="the verification's own Galaxy user")
     parser.add_argument("--key-file", required=True, help="where that user's API key is kept (mode 0600)")
     parser.add_argument("--expect-runner", default="slurm", help="destination runner the job must use ('local' to time the local runner)")
@@ -238,9 +295,12 @@ def main() -> int:
     args = parser.parse_args()
     started = time.monotonic()
 
-    bootstrap = (read_json(args.secrets) or {})["admin_api_key"]
-    admin = GalaxyInstance(args.url, key=bootstrap)
+    bootstrap = (read_json(args.secrets) or {})["admin_api_key"] if args.bootstrap else None
+    admin = admin_session(args.url, args.admin_email, args.admin_key_file, bootstrap)
     galaxy, key_source = verification_user(args.url, admin, args.user_email, args.key_file)
+    if args.accounts_only:
+        print(json.dumps({"ok": True, "admin": args.admin_email, "user": args.user_email, "user_key": key_source}))
+        return 0
     history_id, purged = verification_history(galaxy)
     report: dict = {"ok": False, "user": args.user_email, "user_key": key_source, "old_datasets_purged": purged,
                     "destination": args.destination}

@@ -24,7 +24,10 @@ from tasks.facts import PythonVenv, VenvFacts
 from tasks.jobconf import build_job_conf, verification_tools
 from tasks.model import Cluster, ClusterHost, Galaxy
 from tasks.operations import backup_of, config_file, read_secret, restart_checked, run
-from tasks.verify import file_present, galaxy_answers, galaxy_ready, handlers_restart
+from tasks.verify import (
+    GALAXY_ADMIN_KEY, file_present, galaxy_accounts, galaxy_answers, galaxy_ready, handlers_restart, install_verification_tools,
+    verify_command,
+)
 
 SUPERVISOR_GROUP = "gx"
 SUPERVISOR_CONF = "/etc/supervisor/conf.d/galaxy.conf"
@@ -184,9 +187,11 @@ def install_galaxy(cluster: Cluster) -> None:
         secret=True,
         **owner,
     )
+    bootstrap = bootstrap_needed(galaxy)
     galaxy_yml = config_file(
-        name="galaxy.yml (holds Galaxy's secrets)",
-        content=render("galaxy.yml.j2", galaxy=galaxy, secrets=secret_values, tool_configs=tool_config_files(galaxy)),
+        name="galaxy.yml (holds Galaxy's secrets)" + (" with the bootstrap admin API key, for this run only" if bootstrap else ""),
+        content=render("galaxy.yml.j2", galaxy=galaxy, secrets=secret_values, bootstrap=bootstrap,
+                       tool_configs=tool_config_files(galaxy)),
         dest=galaxy.galaxy_yml,
         mode="0600",
         secret=True,
@@ -202,7 +207,9 @@ def install_galaxy(cluster: Cluster) -> None:
     )
     supervisor_conf = config_file(
         name="supervisor's galaxy.conf",
-        content=render("supervisor-galaxy.conf.j2", galaxy=galaxy, group=SUPERVISOR_GROUP),
+        content=render("supervisor-galaxy.conf.j2", galaxy=galaxy, group=SUPERVISOR_GROUP,
+                       # slurm-drmaa reads jobs gone from slurmctld (MinJobAge) from accounting
+                       slurm_drmaa_use_slurmdbd=bool(cluster.accounting and galaxy.drmaa_library_path)),
         dest=SUPERVISOR_CONF,
     )
     systemd.service(name="supervisor enabled and running", service="supervisor", running=True, enabled=True)
@@ -235,6 +242,47 @@ def install_galaxy(cluster: Cluster) -> None:
         _if=any_changed(supervisor_conf, packages, secrets_file, galaxy_yml, job_conf, *tools),
     )
     galaxy_answers(name="Galaxy answers its API and its handlers run", galaxy=galaxy, group=SUPERVISOR_GROUP)
+    install_verification_tools()
+    if bootstrap:
+        _retire_bootstrap_key(galaxy, secret_values, owner)
+
+
+def bootstrap_needed(galaxy: Galaxy) -> bool:
+    """galaxy.yml gets bootstrap_admin_api_key only until the admin account has its own
+    key (read at collection): on a first run, and when Galaxy moves to another database
+    (the accounts are not in the new one). Galaxy's config schema: set it only to
+    bootstrap, and not on a production server."""
+    return galaxy.database.switching or host.get_fact(File, path=GALAXY_ADMIN_KEY) is None
+
+
+def _retire_bootstrap_key(galaxy: Galaxy, secret_values: dict, owner: dict) -> None:
+    """Make the admin's and the verification user's own keys with the bootstrap key, then
+    take the bootstrap key out of galaxy.yml and restart Galaxy (checked, rolled back)."""
+    galaxy_accounts(name="Galaxy admin's own API key (made with the bootstrap key) and the verification user's",
+                    command=verify_command(galaxy, "--bootstrap", "--accounts-only"))
+    final = config_file(
+        name="galaxy.yml without the bootstrap admin API key (the admin's own key is kept, 0600 root)",
+        content=render("galaxy.yml.j2", galaxy=galaxy, secrets=secret_values, bootstrap=False,
+                       tool_configs=tool_config_files(galaxy)),
+        dest=galaxy.galaxy_yml,
+        mode="0600",
+        secret=True,
+        **owner,
+    )
+    ready, broken = galaxy_ready(galaxy, SUPERVISOR_GROUP)
+    restart_checked(
+        name="Restart Galaxy without the bootstrap key (rolled back if Galaxy does not come back)",
+        restart=f"supervisorctl restart '{SUPERVISOR_GROUP}:*'",
+        healthy=ready,
+        broken=broken,
+        configs=[galaxy.galaxy_yml],
+        log=f"{galaxy.log_dir}/{galaxy.handler_names[0]}.log",
+        what="Galaxy",
+        timeout=240,
+        settle=0,
+        _if=final.did_change,
+    )
+    galaxy_answers(name="Galaxy answers without the bootstrap key", galaxy=galaxy, group=SUPERVISOR_GROUP)
 
 
 def verification_tool_dir(galaxy: Galaxy) -> str:

@@ -13,6 +13,8 @@ SLURM_RELEASES = ("20.11", "21.08", "22.05", "23.02", "23.11", "24.05", "24.11",
 
 # The Slurm a Debian release ships, used to plan a host that has no Slurm yet.
 SLURM_BY_CODENAME = {"bullseye": "20.11", "bookworm": "22.05", "trixie": "24.11"}
+# The PostgreSQL major version that Debian's `postgresql` package brings.
+POSTGRESQL_BY_CODENAME = {"bookworm": "15", "trixie": "17"}
 
 
 def slurm_release(version: str) -> str:
@@ -35,6 +37,11 @@ class Platform:
     slurm_installed: bool
 
     @property
+    def postgresql(self) -> str:
+        """The PostgreSQL major version Debian's `postgresql` package brings on this release."""
+        return POSTGRESQL_BY_CODENAME.get(self.codename, "")
+
+    @property
     def slurm_index(self) -> int:
         return release_index(self.slurm)
 
@@ -50,6 +57,13 @@ class Platform:
     @property
     def has_cgroup_plugin_disabled(self) -> bool:
         return self.slurm_index >= release_index("24.11")
+
+    @property
+    def slurmdbd_pid_file(self) -> str | None:
+        """slurmdbd.conf PidFile. Debian 13's slurmdbd.service (24.11) runs as User=slurm with
+        RuntimeDirectory=slurmdbd: the default /run/slurmdbd.pid is not writable there. Before
+        (Debian 12, 22.05) it starts as root and the unit expects the default (None)."""
+        return "/run/slurmdbd/slurmdbd.pid" if self.slurm_index >= release_index("24.11") else None
 
     @property
     def max_versions_behind(self) -> int:
@@ -122,6 +136,14 @@ PACKAGES_BY_ROLE = {
     # Galaxy's job runners submit with sbatch/scontrol (CLI) or libslurm (DRMAA).
     "galaxy": ("slurm-client",),
 }
+# Accounting: slurmdbd (it depends on slurm-wlm-mysql-plugin on bookworm and trixie) on its
+# host, and Debian's MariaDB there unless an existing server is given.
+PACKAGES_DBD = ("slurmdbd",)
+PACKAGES_DATABASE = ("mariadb-server",)
+DATABASE_SERVICE = "mariadb"
+# slurmdbd.conf StorageType for MySQL/MariaDB (the only storage plugin since 15.08).
+STORAGE_TYPE = "accounting_storage/mysql"
+ACCOUNTING_STORAGE_TYPE = "accounting_storage/slurmdbd"
 
 
 @dataclass(frozen=True)
@@ -141,3 +163,10 @@ def choose_cgroup(all_hosts_have_writable_cgroups: bool, cgroup_v2: bool) -> Cgr
         conf = {"CgroupPlugin": "cgroup/v2" if cgroup_v2 else "autodetect", "ConstrainCores": "yes"}
         return CgroupChoice("proctrack/cgroup", "task/cgroup,task/affinity", conf)
     return CgroupChoice("proctrack/linuxproc", "task/affinity", None)
+
+
+def jobacct_gather_type(proctrack_type: str) -> str:
+    """JobAcctGatherType for the cluster's process tracking: jobacct_gather/cgroup goes with
+    proctrack/cgroup (slurm.conf(5)); jobacct_gather/linux reads /proc and works everywhere,
+    read-only cgroups (this lab's containers) included."""
+    return "jobacct_gather/cgroup" if "cgroup" in proctrack_type else "jobacct_gather/linux"

@@ -18,6 +18,7 @@ from pyinfra import host, logger
 from pyinfra.api import deploy, operation
 from pyinfra.operations import files, pip
 
+from tasks.accounting import cluster_registered
 from tasks.common import project_file
 from tasks.jobconf import build_job_conf, verification_tools
 from tasks.model import Cluster, Galaxy
@@ -34,6 +35,9 @@ BIOBLEND = "bioblend==1.9.0"  # pyinfra's pip.packages compares one exact versio
 # The verification user's API key, made once by galaxy-verify.py; root only.
 PRIVATE_DIR = "/etc/pyinfra-galaxy-slurm"
 GALAXY_VERIFY_KEY = f"{PRIVATE_DIR}/galaxy-verify-user.json"
+# The Galaxy admin account's own API key (and first password), made once with the
+# bootstrap key, which then leaves galaxy.yml; root only.
+GALAXY_ADMIN_KEY = f"{PRIVATE_DIR}/galaxy-admin.json"
 
 # Bounded waits of the Slurm check (seconds).
 SETTLE_WAIT = 60  # for nodes UNKNOWN or not responding to register (a restarted slurmd, a new node)
@@ -43,6 +47,7 @@ STEP_WAIT = 30  # for a step of a running test job, and for a cancelled job to l
 IMMEDIATE = 5  # srun --immediate: a CPU seen free a moment ago may be taken; look again after this
 LOG_EVERY = 10  # a longer wait says what it waits for this often
 POLL = 1
+ACCOUNTING_WAIT = 30  # for a finished job's record to reach slurmdbd and sacct
 # Everything the verification submits carries this name (squeue --name=pgs-verify).
 VERIFY_JOB_NAME = "pgs-verify"
 # Test jobs ask for little memory, so they fit beside other jobs under CR_*_Memory.
@@ -199,10 +204,11 @@ def resume_stopped_nodes(node_names: list[str]):
 
 
 @operation(is_idempotent=True)
-def slurm_works(node_names: list[str], unreachable: list[str]):
+def slurm_works(node_names: list[str], unreachable: list[str], accounting: bool = False):
     """Every reachable node healthy (busy or not), srun on each one with a free CPU,
-    a batch job completed with its output; on a full cluster, a batch job Slurm
-    accepted and holds PENDING for resources, then cancelled."""
+    a batch job completed with its output (with `accounting`: and `sacct` has it
+    COMPLETED 0:0); on a full cluster, a batch job Slurm accepted and holds PENDING
+    for resources, then cancelled."""
     if not host.state.is_executing:
         return
     if not node_names:
@@ -213,7 +219,9 @@ def slurm_works(node_names: list[str], unreachable: list[str]):
         capacity = BoundedWait(CAPACITY_WAIT)
         _srun_everywhere(node_names, capacity)
         # Slurm may not know yet that an unreachable node is gone: keep the test job off it.
-        _batch_job([name for name in unreachable if name in nodes], capacity)
+        job_id = _batch_job([name for name in unreachable if name in nodes], capacity)
+        if accounting and job_id:
+            report(job_accounted(job_id))
     except CheckFailed as error:
         yield fail(str(error))
         return
@@ -286,11 +294,12 @@ def _srun_everywhere(node_names: list[str], capacity: BoundedWait) -> None:
         capacity.pause(f"a free CPU for srun: {_busy(mine)}")
 
 
-def _batch_job(exclude: list[str], capacity: BoundedWait) -> None:
+def _batch_job(exclude: list[str], capacity: BoundedWait) -> str | None:
     """A batch job runs on some node and writes its output there (read back by a
     step inside the job, so no second allocation is needed); or, on a cluster
     full until the capacity wait ends, it stays PENDING for resources (proof that
-    slurmctld, munge and the scheduler work) and is cancelled."""
+    slurmctld, munge and the scheduler work) and is cancelled. The id of the job
+    that completed (None: pending, cancelled)."""
     started = time.monotonic()
     exclude_option = f"--exclude={','.join(exclude)} " if exclude else ""
     # --deadline: should this run die before cancelling it, Slurm drops the job itself.
@@ -307,7 +316,7 @@ def _batch_job(exclude: list[str], capacity: BoundedWait) -> None:
             finished = _cancel(job_id)
             report(f"sbatch job {job_id} accepted and PENDING ({job.get('Reason')}) for {time.monotonic() - started:.0f} s, "
                    f"no free CPU ({busy}): slurmctld, munge and the scheduler work; job cancelled")
-            return
+            return None
         node = job.get("NodeList", "")
         output = _read_output(job_id) if job.get("JobState") == "RUNNING" else ""
         run(f"scancel --batch --signal=USR1 {job_id}")  # the job's release: it exits 0
@@ -318,9 +327,30 @@ def _batch_job(exclude: list[str], capacity: BoundedWait) -> None:
             raise CheckFailed(f"sbatch job {job_id} on {node or '?'}: {job.get('JobState', 'no record')} "
                               f"exit {job.get('ExitCode', '?')} ({job.get('Reason', '')}), output {output!r}, expected {expected!r}")
         report(f"sbatch job {job_id} completed on {node} in {time.monotonic() - started:.1f} s")
+        return job_id
     finally:
         if not finished:
             _cancel(job_id)
+
+
+def parse_sacct(text: str) -> list[tuple[str, str]]:
+    """`sacct -n -P -X -o State,ExitCode` output -> [(state, exit code)] (one line per job)."""
+    return [tuple(line.split("|", 1)) for line in text.splitlines() if "|" in line]
+
+
+def job_accounted(job_id: str) -> str:
+    """Wait (ACCOUNTING_WAIT) until `sacct` has the job COMPLETED with exit code 0:0: slurmctld
+    sends the record to slurmdbd a moment after the job ends. Raises CheckFailed."""
+    wait = BoundedWait(ACCOUNTING_WAIT)
+    while True:
+        ok, out = run(f"sacct -j {job_id} -n -P -X -o State,ExitCode")
+        records = parse_sacct(out) if ok else []
+        if records == [("COMPLETED", "0:0")]:
+            return f"sacct: job {job_id} COMPLETED 0:0 in the accounting database after {wait.elapsed:.1f} s"
+        if wait.expired():
+            raise CheckFailed(f"sacct has no COMPLETED 0:0 record of job {job_id} after {ACCOUNTING_WAIT} s: "
+                              f"{out.strip() or 'no record'}; see slurmdbd.log and slurmctld.log on the controller")
+        wait.pause(f"job {job_id} in sacct ({out.strip() or 'no record yet'})")
 
 
 def _wait_while_pending(job_id: str, capacity: BoundedWait) -> dict[str, str]:
@@ -396,7 +426,9 @@ def galaxy_ready(galaxy: Galaxy, group: str) -> tuple[str, str]:
         f"supervisorctl status {group}:{name} | grep -q RUNNING && {runners_loaded(f'{galaxy.log_dir}/{name}.log')}"
         for name in galaxy.handler_names
     )
-    api = f"python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' {galaxy.local_url}/api/version"
+    # Through nginx (galaxy.url, on the host itself: the certificate is not what this checks).
+    api = ("python3 -c 'import ssl, sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5, "
+           f"context=ssl._create_unverified_context())' {galaxy.url}/api/version")
     ready = f"! supervisorctl status '{group}:*' | grep -qv RUNNING && {handlers} && {api}"
     broken = f"supervisorctl status '{group}:*' | grep -qE 'FATAL|BACKOFF|EXITED'"
     return ready, broken
@@ -415,12 +447,12 @@ def galaxy_answers(galaxy: Galaxy, group: str):
             f"for log in {handler_logs}; do tac $log | awk '/Loaded job runner/ {{print}} "
             f"/will load all configured runner plugins/ {{exit}}'; done | grep -o \"Loaded job runner '[^']*' as '[^']*'\" | sort -u"
         )
-        report(f"Galaxy answers {galaxy.local_url}/api/version after {time.monotonic() - started:.1f} s; "
-               f"{', '.join(loaded.splitlines())}")
+        report(f"Galaxy answers {galaxy.url}/api/version after {time.monotonic() - started:.1f} s; "
+               f"{', '.join(loaded.splitlines())}; users open {galaxy.public_url}")
         return
     _, status = run(f"supervisorctl status '{group}:*' || true")
     logs = [f"{galaxy.log_dir}/{name}.log" for name in ["web", *galaxy.handler_names]]
-    yield fail(f"Galaxy did not come up within {GALAXY_START_TIMEOUT} s ({galaxy.local_url}):\n{status}\n"
+    yield fail(f"Galaxy did not come up within {GALAXY_START_TIMEOUT} s ({galaxy.url}, through nginx):\n{status}\n"
                + "\n".join(map(log_tail, logs)))
 
 
@@ -439,7 +471,7 @@ def handlers_restart(galaxy: Galaxy, group: str) -> str:
 
 @operation(is_idempotent=True)
 def galaxy_job_through_slurm(command: str, compute_nodes: list[str], expected_user: str, galaxy: Galaxy,
-                             group: str):
+                             group: str, accounting: bool = False):
     """A Galaxy upload job ran through Slurm on a compute node, as the galaxy user; or, on
     a full cluster, it waits in Slurm (PENDING for CPUs) and was withdrawn (see galaxy-verify.py).
 
@@ -457,6 +489,7 @@ def galaxy_job_through_slurm(command: str, compute_nodes: list[str], expected_us
         problems.append(f"ran on {result.get('node')!r}, not a compute node ({', '.join(compute_nodes)})")
     if result.get("slurm_user") and result["slurm_user"] != expected_user:
         problems.append(f"the Slurm job ran as {result['slurm_user']}, not {expected_user}")
+    problems += _galaxy_job_accounted(result) if accounting and not problems else []
     if problems:
         ready, broken = galaxy_ready(galaxy, group)
         yield from rolled_back(
@@ -485,6 +518,18 @@ def destination_report_lines(result: dict) -> list[str]:
     return lines
 
 
+def _galaxy_job_accounted(result: dict) -> list[str]:
+    """The Galaxy job's Slurm job in `sacct` (COMPLETED 0:0), reported; or the problem.
+    A job withdrawn on a full cluster was cancelled: nothing to look for."""
+    if result.get("busy") or not str(result.get("slurm_job_id", "")).isdigit():
+        return []
+    try:
+        report(job_accounted(str(result["slurm_job_id"])))
+    except CheckFailed as error:
+        return [str(error)]
+    return []
+
+
 def galaxy_report_line(result: dict) -> str:
     """The line an admin reads, from galaxy-verify.py's JSON report."""
     where = f"destination {result['destination']}, " if result.get("destination") else ""
@@ -506,10 +551,13 @@ def verify_slurm(cluster: Cluster) -> None:
     files.put(name="Slurm test job script", src=project_file("slurm-verify.sbatch"), dest=VERIFY_SCRIPT, mode="0755")
     if cluster.resume_nodes:
         resume_stopped_nodes(name="Resume DOWN or DRAINED nodes (slurm_resume_nodes)", node_names=cluster.reachable_nodes)
+    if cluster.accounting:
+        cluster_registered(name=f"Cluster {cluster.name} registered in accounting (sacctmgr)", cluster_name=cluster.name)
     slurm_works(
         name="Slurm works: nodes healthy, srun on free nodes, sbatch job done (or pending on a full cluster)",
         node_names=cluster.reachable_nodes,
         unreachable=[h.node_name for h in cluster.compute_hosts if not h.reachable],
+        accounting=cluster.accounting is not None,
     )
 
 
@@ -525,22 +573,12 @@ def verify_galaxy(cluster: Cluster) -> None:
         # Slurm may place the job on a node it does not yet know is gone.
         logger.warning(f"Galaxy job verification skipped: {', '.join(cluster.unreachable_hosts)} unreachable")
         return
-    files.directory(name="Private directory for the verification user's API key", path=PRIVATE_DIR, mode="0700")
-    pip.packages(
-        name=f"bioblend in the deploy's own venv {VERIFY_VENV}",
-        packages=[BIOBLEND],
-        virtualenv=VERIFY_VENV,
-        virtualenv_kwargs={"venv": True, "python": "/usr/bin/python3"},
-    )
-    files.put(name="Galaxy verification script", src=project_file("galaxy-verify.py"), dest=GALAXY_VERIFY_SCRIPT, mode="0755")
     tool_destinations = [[destination_id, tool_id, destination_params(galaxy, destination_id)]
                          for destination_id, tool_id in verification_tools(galaxy)]
-    command = (
-        f"{VERIFY_VENV}/bin/python {GALAXY_VERIFY_SCRIPT} --url {galaxy.local_url} --secrets {galaxy.secrets_file} "
-        f"--user-email {shlex.quote(galaxy.verify_email)} --key-file {GALAXY_VERIFY_KEY} "
-        f"--destination {shlex.quote(galaxy.default_destination)} "
-        f"--destination-params {shlex.quote(json.dumps(destination_params(galaxy, galaxy.default_destination)))} "
-        f"--tool-destinations {shlex.quote(json.dumps(tool_destinations))}"
+    command = verify_command(
+        galaxy, f"--destination {shlex.quote(galaxy.default_destination)}",
+        f"--destination-params {shlex.quote(json.dumps(destination_params(galaxy, galaxy.default_destination)))}",
+        f"--tool-destinations {shlex.quote(json.dumps(tool_destinations))}",
     )
     galaxy_job_through_slurm(
         name="A Galaxy upload job runs through Slurm (or waits in Slurm on a full cluster)",
@@ -549,6 +587,7 @@ def verify_galaxy(cluster: Cluster) -> None:
         expected_user=galaxy.user,
         galaxy=galaxy,
         group=supervisor_group(),
+        accounting=cluster.accounting is not None,
     )
 
 
@@ -556,3 +595,42 @@ def supervisor_group() -> str:
     from tasks.galaxy import SUPERVISOR_GROUP  # tasks.galaxy imports this module
 
     return SUPERVISOR_GROUP
+
+
+def install_verification_tools() -> None:
+    """bioblend in the deploy's own venv, galaxy-verify.py and the root-only key directory."""
+    files.directory(name="Private directory for the Galaxy admin's and verification user's API keys", path=PRIVATE_DIR,
+                    mode="0700")
+    pip.packages(
+        name=f"bioblend in the deploy's own venv {VERIFY_VENV}",
+        packages=[BIOBLEND],
+        virtualenv=VERIFY_VENV,
+        virtualenv_kwargs={"venv": True, "python": "/usr/bin/python3"},
+    )
+    files.put(name="Galaxy verification script", src=project_file("galaxy-verify.py"), dest=GALAXY_VERIFY_SCRIPT, mode="0755")
+
+
+def verify_command(galaxy: Galaxy, *options: str) -> str:
+    """galaxy-verify.py's command line (no secret on it: keys are read from root-only files)."""
+    return (
+        f"{VERIFY_VENV}/bin/python {GALAXY_VERIFY_SCRIPT} --url {galaxy.url} --secrets {galaxy.secrets_file} "
+        f"--admin-email {shlex.quote(galaxy.admin_email)} --admin-key-file {GALAXY_ADMIN_KEY} "
+        f"--user-email {shlex.quote(galaxy.verify_email)} --key-file {GALAXY_VERIFY_KEY} {' '.join(options)}"
+    ).rstrip()
+
+
+@operation(is_idempotent=True)
+def galaxy_accounts(command: str):
+    """The admin's own API key made with the bootstrap key, and the verification user's."""
+    if not host.state.is_executing:
+        return
+    ok, output = run(command, timeout=300)
+    try:
+        result = json.loads(output.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        result = {"ok": False, "error": output[-3000:]}
+    if not ok or not result.get("ok"):
+        yield fail(f"Galaxy's admin and verification accounts: {result.get('error', 'failed')}")
+        return
+    report(f"Galaxy admin {result['admin']} has its own API key ({GALAXY_ADMIN_KEY}); "
+           f"verification user {result['user']} ({result['user_key']})")
