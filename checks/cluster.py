@@ -142,6 +142,10 @@ class CheckedCluster:
     def with_role(self, role: str) -> list[CheckedHost]:
         if role == "galaxy" and not self.settings.get("deploy_galaxy", True):
             return []
+        return self.hosts_in_group(role)
+
+    def hosts_in_group(self, role: str) -> list[CheckedHost]:
+        """The hosts of a role's group, whether or not the role is deployed."""
         return [h for h in self.hosts if role in h.roles]
 
     def get(self, name: str) -> CheckedHost:

@@ -13,6 +13,11 @@ stdin and slurmdbd.conf through stdin (tasks.operations): never a command
 line, a temporary file, or output. pyinfra's mysql.user would put it in the
 `mysql -e` command line, visible in `ps`: users are made here instead.
 
+With an existing server (`slurm_accounting_storage_host`) the database and
+user are the admin's: the deploy checks, before any change, that the server
+answers from slurmdbd's host, and slurmdbd's checked start proves the password.
+slurmctld registers its cluster with slurmdbd itself when it first connects
+(seen on Slurm 24.11); `cluster_registered` adds it only if that did not happen.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, mysql, systemd
 
+from tasks.cluster import current_cluster
 from tasks.common import once, render
 from tasks.model import Cluster
 from tasks.model.accounting import Accounting, read_password_file
@@ -50,8 +56,6 @@ def slurmdbd_up(accounting: Accounting) -> str:
 @once
 def storage_password() -> str:
     """The database password: the admin's file, else slurmdbd.conf's (a re-run), else a new one."""
-    from tasks.cluster import current_cluster
-
     accounting = current_cluster().accounting
     if accounting.storage_pass_file:
         return read_password_file(accounting.storage_pass_file)

@@ -29,13 +29,10 @@ NGINX_WAIT = 30
 
 
 def http_status_command(url: str) -> str:
-    """A command that succeeds when something answers HTTP(S) at `url` with any status
-    (nginx with Galaxy not started yet answers 502). The certificate is not checked:
-    this is the host talking to itself on 127.0.0.1."""
-    script = ("import http.client as h, ssl, sys, urllib.parse as p; u = p.urlsplit(sys.argv[1]); "
-              "c = h.HTTPSConnection(u.hostname, u.port, timeout=5, context=ssl._create_unverified_context()) "
-              "if u.scheme == 'https' else h.HTTPConnection(u.hostname, u.port, timeout=5); "
-              "c.request('GET', u.path or '/'); c.getresponse()")
+    """A command that succeeds when something answers HTTP at `url` with any status
+    (nginx with Galaxy not started yet answers 502)."""
+    script = ("import http.client as h, sys, urllib.parse as p; u = p.urlsplit(sys.argv[1]); "
+              "c = h.HTTPConnection(u.hostname, u.port, timeout=5); c.request('GET', u.path or '/'); c.getresponse()")
     return f"python3 -c {shlex.quote(script)} {shlex.quote(url)}"
 
 

@@ -25,9 +25,8 @@ class GalaxyFront:
 
     @property
     def url(self) -> str:
-        """Galaxy through nginx, as seen on the Galaxy host (the deploy's checks use it)."""
-        if self.tls:
-            return f"https://127.0.0.1:{self.https_port}"
+        """Galaxy through nginx, as the Galaxy host itself reaches it (the deploy's checks):
+        plain HTTP on loopback, with TLS too (the certificate names the public host)."""
         return f"http://127.0.0.1:{self.http_port}"
 
 

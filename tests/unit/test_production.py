@@ -118,11 +118,12 @@ def test_nginx_site_plain_http():
 def test_nginx_site_tls():
     site = render("nginx-galaxy.conf.j2", galaxy=galaxy_of(
         galaxy_tls_certificate="/etc/ssl/galaxy.pem", galaxy_tls_key="/etc/ssl/private/galaxy.key", galaxy_https_port=8443))
-    http, https = site.split("server {")[1:]
+    loopback, http, https = site.split("server {")[1:]
+    assert "listen 127.0.0.1:80;" in loopback and "proxy_pass http://galaxy;" in loopback
     assert "return 301 https://$host:8443$request_uri;" in http and "proxy_pass" not in http
     assert "listen 8443 ssl default_server;" in https and "ssl_certificate_key /etc/ssl/private/galaxy.key;" in https
     assert "proxy_pass http://galaxy;" in https
-    assert galaxy_of(galaxy_tls_certificate="/c", galaxy_tls_key="/k").url == "https://127.0.0.1:443"
+    assert galaxy_of(galaxy_tls_certificate="/c", galaxy_tls_key="/k").url == "http://127.0.0.1:80"
 
 
 def test_postgresql_by_release():

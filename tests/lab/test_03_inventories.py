@@ -13,7 +13,7 @@ import pytest
 
 from tests.lab.conftest import HOST_NAMES, LAB_INVENTORY_FILE, PROJECT
 from tests.lab.secret_watch import leaks_in_text, secret_forms
-from tests.lab.test_2_host_checks import make_check
+from tests.lab.check_runs import make_check
 
 pytestmark = pytest.mark.lab
 CONTROLLER = HOST_NAMES[0]

@@ -14,7 +14,7 @@ import re
 import pytest
 
 from tests.lab.conftest import DRMAA_TARBALL, HOST_NAMES, LAB_INVENTORY_FILE, TIMINGS
-from tests.lab.test_2_host_checks import make_check
+from tests.lab.check_runs import make_check
 
 GALAXY = HOST_NAMES[0]
 LIBDRMAA = "/opt/slurm-drmaa/lib/libdrmaa.so.1"
