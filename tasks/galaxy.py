@@ -20,12 +20,14 @@ from pyinfra.operations import apt, files, pip, server, systemd
 from pyinfra.operations.util.packaging import PkgInfo, ensure_packages
 
 from tasks.common import any_changed, once, render
+from tasks.destinations import destinations_schedulable
 from tasks.facts import PythonVenv, VenvFacts, VenvPackages
-from tasks.jobconf import build_job_conf
+from tasks.jobconf import build_job_conf, verification_tools
 from tasks.model import Cluster, ClusterHost, Galaxy
 from tasks.operations import backup_of, config_file, read_secret, restart_checked, run
 from tasks.verify import (
-    GALAXY_ADMIN_KEY, VERIFY_VENV, file_present, galaxy_accounts, galaxy_answers, galaxy_ready, install_verification_tools,
+    GALAXY_ADMIN_KEY, VERIFY_VENV, file_present, galaxy_accounts, galaxy_answers, galaxy_ready, handlers_restart,
+    install_verification_tools,
     verify_command,
 )
 
@@ -185,6 +187,9 @@ def install_galaxy(cluster: Cluster) -> None:
     if galaxy is None or host.name != galaxy.host.inventory_name:
         return
     owner = {"user": galaxy.user, "group": galaxy.user}
+    # Before any Galaxy file changes, after slurm.conf (a partition added in this run exists).
+    destinations_schedulable(name="Slurm would start every destination's jobs (sbatch --test-only, partition MaxTime)",
+                             galaxy=galaxy)
     apt.packages(name="Python venv and supervisor", packages=["python3-venv", "supervisor"], no_recommends=True)
     for path, mode in ((galaxy.config_dir, "0750"), (galaxy.data_dir, "0755"), (galaxy.log_dir, "0750")):
         files.directory(name=f"Galaxy directory {path}", path=path, mode=mode, **owner)
@@ -212,12 +217,14 @@ def install_galaxy(cluster: Cluster) -> None:
     bootstrap = bootstrap_needed(galaxy)
     galaxy_yml = config_file(
         name="galaxy.yml (holds Galaxy's secrets)" + (" with the bootstrap admin API key, for this run only" if bootstrap else ""),
-        content=render("galaxy.yml.j2", galaxy=galaxy, secrets=secret_values, bootstrap=bootstrap),
+        content=render("galaxy.yml.j2", galaxy=galaxy, secrets=secret_values, bootstrap=bootstrap,
+                       tool_configs=tool_config_files(galaxy)),
         dest=galaxy.galaxy_yml,
         mode="0600",
         secret=True,
         **owner,
     )
+    tools = verification_tool_files(galaxy, owner)
     job_conf = config_file(
         name="job_conf.xml (checked before it replaces the live file)",
         content=build_job_conf(galaxy),
@@ -235,7 +242,7 @@ def install_galaxy(cluster: Cluster) -> None:
     systemd.service(name="supervisor enabled and running", service="supervisor", running=True, enabled=True)
 
     ready, broken = galaxy_ready(galaxy, SUPERVISOR_GROUP)
-    restart_all = any_changed(packages, secrets_file, galaxy_yml)
+    restart_all = any_changed(packages, secrets_file, galaxy_yml, *tools)
 
     def apply_changes() -> str:
         """`update` rereads galaxy.conf and restarts the programs whose section changed,
@@ -246,7 +253,7 @@ def install_galaxy(cluster: Cluster) -> None:
         if not first_start and restart_all():
             steps.append(f"supervisorctl restart '{SUPERVISOR_GROUP}:*'")
         elif not first_start and job_conf.did_change():
-            steps.append("supervisorctl restart " + " ".join(f"{SUPERVISOR_GROUP}:{h}" for h in galaxy.handler_names))
+            steps.append(handlers_restart(galaxy, SUPERVISOR_GROUP))
         return " && ".join(steps) or "true"
 
     restart_checked(
@@ -259,7 +266,7 @@ def install_galaxy(cluster: Cluster) -> None:
         what="Galaxy",
         timeout=240,
         settle=0,
-        _if=any_changed(supervisor_conf, packages, secrets_file, galaxy_yml, job_conf),
+        _if=any_changed(supervisor_conf, packages, secrets_file, galaxy_yml, job_conf, *tools),
     )
     galaxy_answers(name="Galaxy answers its API and its handlers run", galaxy=galaxy, group=SUPERVISOR_GROUP)
     install_verification_tools()
@@ -282,7 +289,8 @@ def _retire_bootstrap_key(galaxy: Galaxy, secret_values: dict, owner: dict) -> N
                     command=verify_command(galaxy, "--bootstrap", "--accounts-only"))
     final = config_file(
         name="galaxy.yml without the bootstrap admin API key (the admin's own key is kept, 0600 root)",
-        content=render("galaxy.yml.j2", galaxy=galaxy, secrets=secret_values, bootstrap=False),
+        content=render("galaxy.yml.j2", galaxy=galaxy, secrets=secret_values, bootstrap=False,
+                       tool_configs=tool_config_files(galaxy)),
         dest=galaxy.galaxy_yml,
         mode="0600",
         secret=True,
@@ -302,3 +310,45 @@ def _retire_bootstrap_key(galaxy: Galaxy, secret_values: dict, owner: dict) -> N
         _if=final.did_change,
     )
     galaxy_answers(name="Galaxy answers without the bootstrap key", galaxy=galaxy, group=SUPERVISOR_GROUP)
+
+
+def verification_tool_dir(galaxy: Galaxy) -> str:
+    return f"{galaxy.config_dir}/pgs-verify-tools"
+
+
+def tool_config_files(galaxy: Galaxy) -> list[str]:
+    """galaxy.yml's tool_config_file when the verification has tools of its own (else [] and
+    Galaxy's default stays): the admin's (galaxy_config_extra), or Galaxy's default (config/tool_conf.xml
+    if it exists, else the sample in the venv), then the verification's tool_conf.xml."""
+    if not verification_tools(galaxy):
+        return []
+    given = galaxy.config_extra.get("tool_config_file")
+    if given:
+        base = [path.strip() for path in given.split(",")] if isinstance(given, str) else list(given)
+    elif host.get_fact(File, path=f"{galaxy.config_dir}/tool_conf.xml"):
+        base = [f"{galaxy.config_dir}/tool_conf.xml"]
+    else:
+        python = host.get_fact(PythonVenv, path=galaxy.venv).host_python
+        base = [f"{galaxy.venv}/lib/python{python}/site-packages/galaxy/config/sample/tool_conf.xml.sample"]
+    return base + [f"{verification_tool_dir(galaxy)}/tool_conf.xml"]
+
+
+def verification_tool_files(galaxy: Galaxy, owner: dict) -> list:
+    """The verification's tool for each further Slurm destination, and their tool_conf.xml."""
+    verification = verification_tools(galaxy)
+    if not verification:
+        return []
+    directory = verification_tool_dir(galaxy)
+    changes = [files.directory(name="Directory of the verification's tools", path=directory, mode="0755", **owner)]
+    for destination_id, tool_id in verification:
+        changes.append(config_file(
+            name=f"Verification tool {tool_id} (job_conf.xml maps it to destination {destination_id})",
+            content=render("galaxy-verify-tool.xml.j2", tool_id=tool_id, destination=destination_id),
+            dest=f"{directory}/{tool_id}.xml", mode="0644", **owner,
+        ))
+    changes.append(config_file(
+        name="tool_conf.xml of the verification's tools (hidden from the tool panel)",
+        content=render("galaxy-verify-tool-conf.xml.j2", tools=verification, directory=directory),
+        dest=f"{directory}/tool_conf.xml", mode="0644", **owner,
+    ))
+    return changes
