@@ -249,7 +249,8 @@ def install_galaxy(cluster: Cluster) -> None:
         environment included (a plain `restart` keeps the old environment). Programs it
         starts for the first time already read the new files: no second start."""
         first_start = "no such" in run(f"supervisorctl status {SUPERVISOR_GROUP}:web")[1]
-        steps = ["supervisorctl update"] if supervisor_conf.did_change() else []
+        steps = [create_database_command(galaxy)] if first_start or galaxy.database.switching else []
+        steps += ["supervisorctl update"] if supervisor_conf.did_change() else []
         if not first_start and restart_all():
             steps.append(f"supervisorctl restart '{SUPERVISOR_GROUP}:*'")
         elif not first_start and job_conf.did_change():
@@ -272,6 +273,24 @@ def install_galaxy(cluster: Cluster) -> None:
     install_verification_tools()
     if bootstrap:
         _retire_bootstrap_key(galaxy, secret_values, owner)
+
+
+# Galaxy's own database creation (what its scripts/create_db.py does): creates the tables of an
+# empty database, leaves a current one as it is, refuses an outdated one (as Galaxy's start would).
+CREATE_DATABASE = (
+    "from galaxy.model.migrations import verify_databases_via_script as verify; "
+    "from galaxy.model.migrations.scripts import get_configuration_from_file as config; "
+    "gxy, tsi, auto = config({root!r}, {galaxy_yml!r}); verify(gxy, tsi, auto)"
+)
+
+
+def create_database_command(galaxy: Galaxy) -> str:
+    """Galaxy's database made by one process, as the galaxy user, before its programs start: web and
+    handlers started together on an empty database each create the tables, and all but one fail
+    (PostgreSQL: UniqueViolation on pg_type; supervisor restarts them; seen on the lab's first start)."""
+    code = CREATE_DATABASE.format(root=galaxy.root, galaxy_yml=galaxy.galaxy_yml)
+    return (f"cd {shlex.quote(galaxy.root)} && runuser -u {shlex.quote(galaxy.user)} -- "
+            f"{shlex.quote(galaxy.venv)}/bin/python -c {shlex.quote(code)}")
 
 
 def bootstrap_needed(galaxy: Galaxy) -> bool:
