@@ -4,6 +4,7 @@ The cluster is read from the inventory and the hosts and checked once, before
 any host is changed; then each layer is rolled out bottom to top and verified.
 """
 
+from tasks.accounting import install_accounting
 from tasks.cluster import current_cluster
 from tasks.database import install_database
 from tasks.drmaa import install_slurm_drmaa
@@ -20,6 +21,7 @@ time_operations_if_asked()
 
 configure_hosts(cluster)
 install_munge(cluster)
+install_accounting(cluster)
 install_slurm(cluster)
 prepare_galaxy_hosts(cluster)
 install_slurm_drmaa(cluster)

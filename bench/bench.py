@@ -102,7 +102,7 @@ def deploy(*extra: str, timings: Path | None = None) -> dict:
     if timings:
         env["PGS_TIMINGS"] = str(timings)
     started = time.time()
-    process = subprocess.Popen([PYINFRA, "-y", "--json", *extra, "inventory.py", "deploy.py"], cwd=PROJECT, env=env,
+    process = subprocess.Popen([PYINFRA, "-y", "--json", *extra, "lab/inventory.py", "deploy.py"], cwd=PROJECT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     rusage_holder = {}
 

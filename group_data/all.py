@@ -29,3 +29,8 @@ manage_etc_hosts = True
 # None: the munge key the controller has (or makes) is the cluster's key.
 # A path: this key file (32-1024 bytes) goes to every host instead.
 munge_key_file = None
+
+# Slurm accounting: slurmdbd with MariaDB from Debian on the controller (or on the
+# host of an optional `slurm_dbd` group), so that `sacct` works and Galaxy's
+# runner learns how a job ended after slurmctld forgot it. False: no accounting.
+slurm_accounting = True

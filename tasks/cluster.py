@@ -52,6 +52,12 @@ def current_cluster() -> Cluster:
         problems = check_galaxy_venv(cluster.galaxy, inventory.get_host(cluster.galaxy.host.inventory_name))
         if problems:
             raise PyinfraError(str(ClusterConfigError(problems)))
+    if cluster.accounting:
+        from tasks.accounting import accounting_host_problems
+
+        problems = accounting_host_problems(cluster)
+        if problems:
+            raise PyinfraError(str(ClusterConfigError(problems)))
     for warning in cluster.warnings:
         logger.warning(warning)
     return cluster

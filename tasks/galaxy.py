@@ -201,7 +201,9 @@ def install_galaxy(cluster: Cluster) -> None:
     )
     supervisor_conf = config_file(
         name="supervisor's galaxy.conf",
-        content=render("supervisor-galaxy.conf.j2", galaxy=galaxy, group=SUPERVISOR_GROUP),
+        content=render("supervisor-galaxy.conf.j2", galaxy=galaxy, group=SUPERVISOR_GROUP,
+                       # slurm-drmaa reads jobs gone from slurmctld (MinJobAge) from accounting
+                       slurm_drmaa_use_slurmdbd=bool(cluster.accounting and galaxy.drmaa_library_path)),
         dest=SUPERVISOR_CONF,
     )
     systemd.service(name="supervisor enabled and running", service="supervisor", running=True, enabled=True)

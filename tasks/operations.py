@@ -69,16 +69,21 @@ def _write_through_stdin(data: bytes, dest: str, user: str, group: str, mode: st
         f"umask 077 && tmp=$(mktemp {target}.XXXXXX) && base64 -d > \"$tmp\" && chown {user}:{group} \"$tmp\" "
         f"&& chmod {mode} \"$tmp\" && mv -f \"$tmp\" {target} || {{ rm -f \"$tmp\"; exit 1; }}"
     )
-    privileges = privilege_arguments()
-    encoded = base64.b64encode(data).decode()
+    return secret_stdin_command(command, base64.b64encode(data).decode(), f"writing {dest}")
 
-    def write_secret(state, host) -> bool:  # pyinfra passes state and host to FunctionCommands
-        ok, output = host.run_shell_command(command, _stdin=encoded, print_output=False, **privileges)
+
+def secret_stdin_command(command: StringCommand, stdin: str, what: str) -> FunctionCommand:
+    """A command (yielded by an operation) that gets a secret on its stdin, with the run's
+    privileges: the secret is in no command line, file or output; only `what` is logged on failure."""
+    privileges = privilege_arguments()
+
+    def run_with_secret(state, host) -> bool:  # pyinfra passes state and host to FunctionCommands
+        ok, output = host.run_shell_command(command, _stdin=stdin, print_output=False, **privileges)
         if not ok:
-            logger.error(f"{host.print_prefix}writing {dest} failed: {output.stderr}")
+            logger.error(f"{host.print_prefix}{what} failed: {output.stderr}")
         return ok
 
-    return FunctionCommand(write_secret, (), {})
+    return FunctionCommand(run_with_secret, (), {})
 
 
 def privilege_arguments(target=None) -> dict:

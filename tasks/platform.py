@@ -59,6 +59,13 @@ class Platform:
         return self.slurm_index >= release_index("24.11")
 
     @property
+    def slurmdbd_pid_file(self) -> str | None:
+        """slurmdbd.conf PidFile. Debian 13's slurmdbd.service (24.11) runs as User=slurm with
+        RuntimeDirectory=slurmdbd: the default /run/slurmdbd.pid is not writable there. Before
+        (Debian 12, 22.05) it starts as root and the unit expects the default (None)."""
+        return "/run/slurmdbd/slurmdbd.pid" if self.slurm_index >= release_index("24.11") else None
+
+    @property
     def max_versions_behind(self) -> int:
         """How many releases older than slurmctld a slurmd or client may be."""
         return 3 if self.slurm_index >= release_index("24.11") else 2
@@ -129,6 +136,14 @@ PACKAGES_BY_ROLE = {
     # Galaxy's job runners submit with sbatch/scontrol (CLI) or libslurm (DRMAA).
     "galaxy": ("slurm-client",),
 }
+# Accounting: slurmdbd (it depends on slurm-wlm-mysql-plugin on bookworm and trixie) on its
+# host, and Debian's MariaDB there unless an existing server is given.
+PACKAGES_DBD = ("slurmdbd",)
+PACKAGES_DATABASE = ("mariadb-server",)
+DATABASE_SERVICE = "mariadb"
+# slurmdbd.conf StorageType for MySQL/MariaDB (the only storage plugin since 15.08).
+STORAGE_TYPE = "accounting_storage/mysql"
+ACCOUNTING_STORAGE_TYPE = "accounting_storage/slurmdbd"
 
 
 @dataclass(frozen=True)
@@ -148,3 +163,10 @@ def choose_cgroup(all_hosts_have_writable_cgroups: bool, cgroup_v2: bool) -> Cgr
         conf = {"CgroupPlugin": "cgroup/v2" if cgroup_v2 else "autodetect", "ConstrainCores": "yes"}
         return CgroupChoice("proctrack/cgroup", "task/cgroup,task/affinity", conf)
     return CgroupChoice("proctrack/linuxproc", "task/affinity", None)
+
+
+def jobacct_gather_type(proctrack_type: str) -> str:
+    """JobAcctGatherType for the cluster's process tracking: jobacct_gather/cgroup goes with
+    proctrack/cgroup (slurm.conf(5)); jobacct_gather/linux reads /proc and works everywhere,
+    read-only cgroups (this lab's containers) included."""
+    return "jobacct_gather/cgroup" if "cgroup" in proctrack_type else "jobacct_gather/linux"

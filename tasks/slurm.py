@@ -41,7 +41,7 @@ from pyinfra.operations import apt, files, systemd
 from tasks.common import project_file, render
 from tasks.model import Cluster
 from tasks.operations import backup_of, config_absent, config_file, fail, restart_checked, restore_commands, run, wait_until
-from tasks.platform import CGROUP_CONF, NODE_ATTRIBUTES, NODES_ADDED_OR_REMOVED, PACKAGES_BY_ROLE, PARTITIONS, Platform
+from tasks.platform import ACCOUNTING_STORAGE_TYPE, CGROUP_CONF, NODE_ATTRIBUTES, NODES_ADDED_OR_REMOVED, PACKAGES_BY_ROLE, PARTITIONS, Platform
 from tasks.verify import report
 
 
@@ -151,7 +151,7 @@ class Written:
 
 
 def render_slurm_conf(cluster: Cluster) -> str:
-    return render("slurm.conf.j2", cluster=cluster, paths=PATHS)
+    return render("slurm.conf.j2", cluster=cluster, paths=PATHS, accounting_storage_type=ACCOUNTING_STORAGE_TYPE)
 
 
 def render_cgroup_conf(cluster: Cluster) -> str | None:

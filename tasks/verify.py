@@ -17,6 +17,7 @@ from pyinfra import host, logger
 from pyinfra.api import deploy, operation
 from pyinfra.operations import files, pip
 
+from tasks.accounting import cluster_registered
 from tasks.common import project_file
 from tasks.model import Cluster, Galaxy
 from tasks.operations import fail, log_tail, run, wait_until
@@ -45,6 +46,7 @@ STEP_WAIT = 30  # for a step of a running test job, and for a cancelled job to l
 IMMEDIATE = 5  # srun --immediate: a CPU seen free a moment ago may be taken; look again after this
 LOG_EVERY = 10  # a longer wait says what it waits for this often
 POLL = 1
+ACCOUNTING_WAIT = 30  # for a finished job's record to reach slurmdbd and sacct
 # Everything the verification submits carries this name (squeue --name=pgs-verify).
 VERIFY_JOB_NAME = "pgs-verify"
 # Test jobs ask for little memory, so they fit beside other jobs under CR_*_Memory.
@@ -201,10 +203,11 @@ def resume_stopped_nodes(node_names: list[str]):
 
 
 @operation(is_idempotent=True)
-def slurm_works(node_names: list[str], unreachable: list[str]):
+def slurm_works(node_names: list[str], unreachable: list[str], accounting: bool = False):
     """Every reachable node healthy (busy or not), srun on each one with a free CPU,
-    a batch job completed with its output; on a full cluster, a batch job Slurm
-    accepted and holds PENDING for resources, then cancelled."""
+    a batch job completed with its output (with `accounting`: and `sacct` has it
+    COMPLETED 0:0); on a full cluster, a batch job Slurm accepted and holds PENDING
+    for resources, then cancelled."""
     if not host.state.is_executing:
         return
     if not node_names:
@@ -215,7 +218,9 @@ def slurm_works(node_names: list[str], unreachable: list[str]):
         capacity = BoundedWait(CAPACITY_WAIT)
         _srun_everywhere(node_names, capacity)
         # Slurm may not know yet that an unreachable node is gone: keep the test job off it.
-        _batch_job([name for name in unreachable if name in nodes], capacity)
+        job_id = _batch_job([name for name in unreachable if name in nodes], capacity)
+        if accounting and job_id:
+            report(job_accounted(job_id))
     except CheckFailed as error:
         yield fail(str(error))
         return
@@ -288,11 +293,12 @@ def _srun_everywhere(node_names: list[str], capacity: BoundedWait) -> None:
         capacity.pause(f"a free CPU for srun: {_busy(mine)}")
 
 
-def _batch_job(exclude: list[str], capacity: BoundedWait) -> None:
+def _batch_job(exclude: list[str], capacity: BoundedWait) -> str | None:
     """A batch job runs on some node and writes its output there (read back by a
     step inside the job, so no second allocation is needed); or, on a cluster
     full until the capacity wait ends, it stays PENDING for resources (proof that
-    slurmctld, munge and the scheduler work) and is cancelled."""
+    slurmctld, munge and the scheduler work) and is cancelled. The id of the job
+    that completed (None: pending, cancelled)."""
     started = time.monotonic()
     exclude_option = f"--exclude={','.join(exclude)} " if exclude else ""
     # --deadline: should this run die before cancelling it, Slurm drops the job itself.
@@ -309,7 +315,7 @@ def _batch_job(exclude: list[str], capacity: BoundedWait) -> None:
             finished = _cancel(job_id)
             report(f"sbatch job {job_id} accepted and PENDING ({job.get('Reason')}) for {time.monotonic() - started:.0f} s, "
                    f"no free CPU ({busy}): slurmctld, munge and the scheduler work; job cancelled")
-            return
+            return None
         node = job.get("NodeList", "")
         output = _read_output(job_id) if job.get("JobState") == "RUNNING" else ""
         run(f"scancel --batch --signal=USR1 {job_id}")  # the job's release: it exits 0
@@ -320,9 +326,30 @@ def _batch_job(exclude: list[str], capacity: BoundedWait) -> None:
             raise CheckFailed(f"sbatch job {job_id} on {node or '?'}: {job.get('JobState', 'no record')} "
                               f"exit {job.get('ExitCode', '?')} ({job.get('Reason', '')}), output {output!r}, expected {expected!r}")
         report(f"sbatch job {job_id} completed on {node} in {time.monotonic() - started:.1f} s")
+        return job_id
     finally:
         if not finished:
             _cancel(job_id)
+
+
+def parse_sacct(text: str) -> list[tuple[str, str]]:
+    """`sacct -n -P -X -o State,ExitCode` output -> [(state, exit code)] (one line per job)."""
+    return [tuple(line.split("|", 1)) for line in text.splitlines() if "|" in line]
+
+
+def job_accounted(job_id: str) -> str:
+    """Wait (ACCOUNTING_WAIT) until `sacct` has the job COMPLETED with exit code 0:0: slurmctld
+    sends the record to slurmdbd a moment after the job ends. Raises CheckFailed."""
+    wait = BoundedWait(ACCOUNTING_WAIT)
+    while True:
+        ok, out = run(f"sacct -j {job_id} -n -P -X -o State,ExitCode")
+        records = parse_sacct(out) if ok else []
+        if records == [("COMPLETED", "0:0")]:
+            return f"sacct: job {job_id} COMPLETED 0:0 in the accounting database after {wait.elapsed:.1f} s"
+        if wait.expired():
+            raise CheckFailed(f"sacct has no COMPLETED 0:0 record of job {job_id} after {ACCOUNTING_WAIT} s: "
+                              f"{out.strip() or 'no record'}; see slurmdbd.log and slurmctld.log on the controller")
+        wait.pause(f"job {job_id} in sacct ({out.strip() or 'no record yet'})")
 
 
 def _wait_while_pending(job_id: str, capacity: BoundedWait) -> dict[str, str]:
@@ -428,7 +455,7 @@ def galaxy_answers(galaxy: Galaxy, group: str):
 
 
 @operation(is_idempotent=True)
-def galaxy_job_through_slurm(command: str, compute_nodes: list[str], expected_user: str):
+def galaxy_job_through_slurm(command: str, compute_nodes: list[str], expected_user: str, accounting: bool = False):
     """A Galaxy upload job ran through Slurm on a compute node, as the galaxy user; or, on
     a full cluster, it waits in Slurm (PENDING for CPUs) and was withdrawn (see galaxy-verify.py)."""
     if not host.state.is_executing:
@@ -443,10 +470,23 @@ def galaxy_job_through_slurm(command: str, compute_nodes: list[str], expected_us
         problems.append(f"ran on {result.get('node')!r}, not a compute node ({', '.join(compute_nodes)})")
     if result.get("slurm_user") and result["slurm_user"] != expected_user:
         problems.append(f"the Slurm job ran as {result['slurm_user']}, not {expected_user}")
+    problems += _galaxy_job_accounted(result) if accounting and not problems else []
     if problems:
         yield fail("Galaxy upload job through Slurm failed: " + "; ".join(problems) + f"\n{json.dumps(result, indent=1)}")
         return
     report(galaxy_report_line(result))
+
+
+def _galaxy_job_accounted(result: dict) -> list[str]:
+    """The Galaxy job's Slurm job in `sacct` (COMPLETED 0:0), reported; or the problem.
+    A job withdrawn on a full cluster was cancelled: nothing to look for."""
+    if result.get("busy") or not str(result.get("slurm_job_id", "")).isdigit():
+        return []
+    try:
+        report(job_accounted(str(result["slurm_job_id"])))
+    except CheckFailed as error:
+        return [str(error)]
+    return []
 
 
 def galaxy_report_line(result: dict) -> str:
@@ -469,10 +509,13 @@ def verify_slurm(cluster: Cluster) -> None:
     files.put(name="Slurm test job script", src=project_file("slurm-verify.sbatch"), dest=VERIFY_SCRIPT, mode="0755")
     if cluster.resume_nodes:
         resume_stopped_nodes(name="Resume DOWN or DRAINED nodes (slurm_resume_nodes)", node_names=cluster.reachable_nodes)
+    if cluster.accounting:
+        cluster_registered(name=f"Cluster {cluster.name} registered in accounting (sacctmgr)", cluster_name=cluster.name)
     slurm_works(
         name="Slurm works: nodes healthy, srun on free nodes, sbatch job done (or pending on a full cluster)",
         node_names=cluster.reachable_nodes,
         unreachable=[h.node_name for h in cluster.compute_hosts if not h.reachable],
+        accounting=cluster.accounting is not None,
     )
 
 
@@ -494,6 +537,7 @@ def verify_galaxy(cluster: Cluster) -> None:
         command=command,
         compute_nodes=cluster.reachable_nodes,
         expected_user=galaxy.user,
+        accounting=cluster.accounting is not None,
     )
 
 

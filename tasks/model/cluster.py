@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tasks.model.accounting import Accounting, accounting_from
 from tasks.model.settings import CLUSTER, DataSource, read, settings_problems
 from tasks.model.database import GalaxyDatabaseState, database_switch_problems
 from tasks.model.galaxy import (
@@ -46,6 +47,7 @@ class Cluster:
     galaxy: Galaxy | None = None
     resume_nodes: bool = False
     verify_galaxy_job: bool = True
+    accounting: Accounting | None = None  # None: slurm_accounting is off
     warnings: tuple[str, ...] = ()
 
     @property
@@ -145,6 +147,7 @@ def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any],
     uses_cgroup = "cgroup" in proctrack or "cgroup" in task_plugin
     cgroup_conf = (cgroup.cgroup_conf or {"CgroupPlugin": "autodetect"}) if uses_cgroup else None
 
+    accounting = accounting_from(config, hosts, cluster_hosts, proctrack, problems)
     galaxy = galaxy_from(hosts, cluster_hosts, config["deploy_galaxy"], problems)
     if galaxy is not None:
         problems.extend(runner_switch_problems(galaxy.job_runner, galaxy_jobs))
@@ -177,5 +180,6 @@ def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any],
         galaxy=galaxy,
         resume_nodes=bool(config["slurm_resume_nodes"]),
         verify_galaxy_job=bool(config["verify_galaxy_job"]),
+        accounting=accounting,
         warnings=tuple(warnings),
     )

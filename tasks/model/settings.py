@@ -59,6 +59,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("manage_etc_hosts", CLUSTER, True, "write every cluster host into `/etc/hosts`; False when DNS resolves every host"),
     Setting("munge_key_file", CLUSTER, None,
             "None: the controller's munge key (or a new random one) is the cluster's; a path: this key file (32-1024 bytes) goes everywhere"),
+    # Slurm accounting (slurmdbd): the whole cluster.
+    Setting("slurm_accounting", CLUSTER, True,
+            "slurmdbd with MariaDB on the controller (or the `slurm_dbd` group's host); `sacct`; False: no accounting"),
+    Setting("slurm_accounting_storage_host", CLUSTER, None,
+            "an existing MySQL/MariaDB server for slurmdbd (its database and user made by you); None: MariaDB from "
+            "Debian on slurmdbd's host", "MariaDB on slurmdbd's host"),
+    Setting("slurm_accounting_storage_port", CLUSTER, 3306, "that server's port (slurmdbd.conf `StoragePort`)"),
+    Setting("slurm_accounting_storage_user", CLUSTER, "slurm", "slurmdbd's database user (`StorageUser`)"),
+    Setting("slurm_accounting_storage_loc", CLUSTER, "slurm_acct_db", "slurmdbd's database (`StorageLoc`)"),
+    Setting("slurm_accounting_storage_pass_file", CLUSTER, None,
+            "a local file (0600) with the database password on its first line; None: one made once and kept in "
+            "slurmdbd.conf (0600 slurm); required with `slurm_accounting_storage_host`", "made once"),
     Setting("deploy_galaxy", CLUSTER, True, "False: the Slurm layers only"),
     Setting("verify_galaxy_job", CLUSTER, True, "False: skip the Galaxy upload job at the end of a run (~15 s)"),
     # Galaxy: the Galaxy host.
