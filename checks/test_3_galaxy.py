@@ -104,8 +104,8 @@ def test_drmaa_importable(galaxy_host, galaxy):
 
 
 def test_galaxy_api_answers(galaxy_host, galaxy):
-    """Galaxy's API answers on galaxy_bind with galaxy_version"""
-    url = f"{galaxy.local_url}/api/version"
+    """Galaxy's API answers through nginx (as the host itself reaches it) with galaxy_version"""
+    url = f"{galaxy.url}/api/version"
     script = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=10).read().decode())"
     result = galaxy_host.host.run(f"python3 -c {shlex.quote(script)}")
     assert result.rc == 0, f"{url} does not answer: {result.stderr.strip().splitlines()[-1:]}"

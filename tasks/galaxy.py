@@ -26,9 +26,8 @@ from tasks.jobconf import build_job_conf, verification_tools
 from tasks.model import Cluster, ClusterHost, Galaxy
 from tasks.operations import backup_of, config_file, read_secret, restart_checked, run
 from tasks.verify import (
-    GALAXY_ADMIN_KEY, VERIFY_VENV, file_present, galaxy_accounts, galaxy_answers, galaxy_ready, handlers_restart,
-    install_verification_tools,
-    verify_command,
+    GALAXY_ADMIN_KEY, GALAXY_START_TIMEOUT, VERIFY_VENV, file_present, galaxy_accounts, galaxy_answers, galaxy_ready,
+    handlers_restart, install_verification_tools, verify_command,
 )
 
 SUPERVISOR_GROUP = "gx"
@@ -265,7 +264,7 @@ def install_galaxy(cluster: Cluster) -> None:
         configs=[SUPERVISOR_CONF, galaxy.galaxy_yml, galaxy.job_conf],
         log=f"{galaxy.log_dir}/{galaxy.handler_names[0]}.log",
         what="Galaxy",
-        timeout=240,
+        timeout=GALAXY_START_TIMEOUT,
         settle=0,
         _if=any_changed(supervisor_conf, packages, secrets_file, galaxy_yml, job_conf, *tools),
     )
@@ -324,7 +323,7 @@ def _retire_bootstrap_key(galaxy: Galaxy, secret_values: dict, owner: dict) -> N
         configs=[galaxy.galaxy_yml],
         log=f"{galaxy.log_dir}/{galaxy.handler_names[0]}.log",
         what="Galaxy",
-        timeout=240,
+        timeout=GALAXY_START_TIMEOUT,
         settle=0,
         _if=final.did_change,
     )

@@ -28,7 +28,8 @@ SHARE_DIR = "/usr/local/share/pyinfra-galaxy-slurm"
 VERIFY_SCRIPT = f"{SHARE_DIR}/slurm-verify.sbatch"
 GALAXY_VERIFY_SCRIPT = f"{SHARE_DIR}/galaxy-verify.py"
 JOB_TIMEOUT = 120
-GALAXY_START_TIMEOUT = 240
+# Measured: a first start on a new SQLite database took 4 min with the 2 cores shared by 5 labs (30 s alone).
+GALAXY_START_TIMEOUT = 480
 # The Galaxy check runs bioblend from a venv of the deploy's own (Galaxy's venv stays Galaxy's).
 VERIFY_VENV = f"{SHARE_DIR}/venv"
 BIOBLEND = "bioblend==1.9.0"  # pyinfra's pip.packages compares one exact version: a range would reinstall every run
