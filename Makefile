@@ -1,6 +1,7 @@
 # pyinfra-galaxy-slurm. Run as root on a Debian 12 machine: the lab boots containers.
 #   make demo    lab up (head + 2 compute), deploy, verify
 #   make test    unit tests, then a fresh test lab: deploy, re-run, host checks
+#   make check   host checks over SSH (changes nothing) of INVENTORY's hosts (default inventory.py)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,7 +13,12 @@ LAB_SUBNET ?= 10.213.0.0/24
 LAB_SSH_USER ?= root
 export TEST_LAB_SSH_USER ?= $(LAB_SSH_USER)
 LAB := $(PYTHON) lab/lab.py --name $(LAB_NAME) --subnet $(LAB_SUBNET)
-export LAB_INVENTORY := /var/lib/pgs-lab/$(LAB_NAME)/hosts.json
+# The lab's own inventory (lab/inventory.py) reads the hosts of lab LAB_NAME; inventory.py is the admin's.
+export LAB_NAME
+LAB_INVENTORY_FILE := lab/inventory.py
+# make check: the cluster to check, and where the JUnit XML report goes.
+INVENTORY ?= inventory.py
+CHECK_REPORT ?= check-report.xml
 export RELEASE
 # A slurm-drmaa release tarball, for Galaxy's DRMAA runner in the lab (whose hosts
 # reach no release downloads): the project's test data beside the checkout
@@ -21,7 +27,7 @@ export RELEASE
 SLURM_DRMAA_TARBALL ?= $(wildcard $(abspath ../shared/slurm-drmaa/slurm-drmaa-1.1.6.tar.gz))
 export SLURM_DRMAA_TARBALL
 
-.PHONY: all demo test unit lab-test bench deploy lab-up lab-down lab-status deps venv clean
+.PHONY: all demo test unit lab-test check bench deploy lab-up lab-down lab-status deps venv clean
 
 all: test
 
@@ -42,7 +48,7 @@ venv: $(VENV)/.installed
 demo: deps venv lab-up deploy
 
 deploy: venv
-	$(VENV)/bin/pyinfra -y inventory.py deploy.py
+	$(VENV)/bin/pyinfra -y $(LAB_INVENTORY_FILE) deploy.py
 
 lab-up: deps
 	$(LAB) up --nodes $(NODES) --release $(RELEASE) --ssh-user $(LAB_SSH_USER)
@@ -60,6 +66,11 @@ unit: venv
 
 lab-test: venv
 	$(VENV)/bin/pytest tests/lab
+
+# Host checks of a deployed cluster (read-only): one line per host and check, and a JUnit XML file.
+# `make check INVENTORY=lab/inventory.py` checks the demo lab; CHECK_ARGS="--ssh-user debian --sudo" as for pyinfra.
+check: venv
+	$(VENV)/bin/pytest checks --inventory $(INVENTORY) --junitxml=$(CHECK_REPORT) -q --tb=no -rN -p no:cacheprovider $(CHECK_ARGS)
 
 # Timings on the lab (its own lab, fresh hosts each time): bench/results.json and a table.
 bench: deps venv

@@ -6,6 +6,7 @@ any host is changed; then each layer is rolled out bottom to top and verified.
 
 from tasks.accounting import install_accounting
 from tasks.cluster import current_cluster
+from tasks.database import install_database
 from tasks.drmaa import install_slurm_drmaa
 from tasks.galaxy import install_galaxy, prepare_galaxy_hosts
 from tasks.hosts import configure_hosts
@@ -13,6 +14,7 @@ from tasks.munge import install_munge
 from tasks.slurm import install_slurm
 from tasks.timings import time_operations_if_asked
 from tasks.verify import verify_galaxy, verify_slurm
+from tasks.web import install_web
 
 cluster = current_cluster()
 time_operations_if_asked()
@@ -23,6 +25,9 @@ install_accounting(cluster)
 install_slurm(cluster)
 prepare_galaxy_hosts(cluster)
 install_slurm_drmaa(cluster)
+install_database(cluster)
+# nginx before Galaxy's (re)start: Galaxy's readiness and its rollback go through it.
+install_web(cluster)
 install_galaxy(cluster)
 verify_slurm(cluster)
 verify_galaxy(cluster)

@@ -13,12 +13,13 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.facts.server import Command
 
 from tasks.common import once
-from tasks.facts import GalaxyJobsInFlight, HostProfile
+from tasks.facts import GalaxyDatabaseNow, HostProfile
 from tasks.model.settings import GALAXY, read
 from tasks.model import (
     CONTROLLER_GROUP, GALAXY_GROUP, Cluster, ClusterConfigError, GalaxyJob, InventoryHost, build_cluster,
     parse_node_lines,
 )
+from tasks.model.database import GalaxyDatabaseState
 
 
 @once
@@ -40,8 +41,9 @@ def current_cluster() -> Cluster:
     # Cluster-wide settings come from the controller's data (group_data/all.py and its groups).
     controllers = inventory.get_group(CONTROLLER_GROUP, default=[]) or hosts
     try:
+        database_now, galaxy_jobs = _galaxy_database(controllers[0].data, reachable)
         cluster = build_cluster(specs, controllers[0].data, _current_nodes(controllers[0], reachable),
-                                _galaxy_jobs(controllers[0].data, reachable))
+                                galaxy_jobs, database_now)
     except ClusterConfigError as error:
         raise PyinfraError(str(error)) from None
     if cluster.galaxy and cluster.galaxy.host.reachable:
@@ -69,10 +71,11 @@ def _current_nodes(controller, reachable) -> dict:
     return parse_node_lines((lines or "").splitlines())
 
 
-def _galaxy_jobs(settings, reachable) -> list[GalaxyJob]:
-    """The jobs Galaxy's handlers follow now (read-only), for the model's runner-switch rule."""
+def _galaxy_database(settings, reachable) -> tuple[GalaxyDatabaseState, list[GalaxyJob]]:
+    """What Galaxy's database in use holds and the jobs its handlers follow now (read-only),
+    for the model's runner-switch, handler-removal and database-switch rules."""
     galaxy_hosts = inventory.get_group(GALAXY_GROUP, default=[])
     if not settings.get("deploy_galaxy", True) or len(galaxy_hosts) != 1 or galaxy_hosts[0] not in reachable:
-        return []
-    galaxy_host = galaxy_hosts[0]
-    return galaxy_host.get_fact(GalaxyJobsInFlight, root=read(galaxy_host.data, GALAXY)["galaxy_root"])
+        return GalaxyDatabaseState(), []
+    config = read(galaxy_hosts[0].data, GALAXY)
+    return galaxy_hosts[0].get_fact(GalaxyDatabaseNow, root=config["galaxy_root"], user=config["galaxy_user"])

@@ -6,8 +6,12 @@ import shlex
 from dataclasses import dataclass
 
 from pyinfra.api import FactBase
+from pyinfra.facts.pip import PIP_REGEX
+from pyinfra.facts.util.packaging import parse_packages
 
 from tasks.model import GalaxyJob, HostFacts
+from tasks.model.database import GalaxyDatabaseState
+from tasks.model.galaxy import JOB_STATES_IN_FLIGHT
 
 # One round trip per host. Every line is key=value; the command always exits 0
 # (a failing fact would fail the host), missing tools give empty values.
@@ -83,50 +87,90 @@ def _cgroup_writable(values: dict[str, str]) -> bool:
     return values.get("mount:/sys/fs/cgroup/freezer") == "rw"
 
 
-# Galaxy's SQLite database, opened read-only: the jobs its handlers follow in a
-# runner. Each line: id, state, job_runner_name, external id, and whether the
-# job's destination carries the CLI runner's job_plugin param. No database (or
-# no python3 yet): no lines.
-_GALAXY_JOBS_COMMAND = r"""
-test -r {database} && python3 - {database} <<'PY' || true
-import json, sqlite3, sys
-db = sqlite3.connect(f"file:{{sys.argv[1]}}?mode=ro", uri=True, timeout=30)
-rows = db.execute("SELECT id, state, job_runner_name, job_runner_external_id, destination_params FROM job "
-                  "WHERE state IN ('queued', 'running', 'stopped', 'deleting')")
-for job_id, state, runner_name, external_id, params in rows:
+# Galaxy's database in use, as galaxy.yml's database_connection names it (SQLite
+# opened read-only; PostgreSQL through psycopg2 in Galaxy's venv, as the galaxy
+# user: peer authentication on the local socket, or an existing server's URL read
+# from galaxy.yml, so no URL or password is ever on a command line or in output).
+# First line: the kind, users and jobs; then one line per job a handler still
+# has to follow: id, state, job_runner_name, external id, whether its destination
+# carries the CLI runner's job_plugin param, handler. No galaxy.yml: no lines.
+_GALAXY_DATABASE_COMMAND = r"""
+yml={galaxy_yml}
+python={venv}/bin/python3
+test -x "$python" || python=python3
+test -r "$yml" && id -u {user} >/dev/null 2>&1 && runuser -u {user} -- "$python" - "$yml" <<'PY' || true
+import json, re, sys
+url = re.search(r'^\s*database_connection:\s*"?([^"\s]+)', open(sys.argv[1]).read(), re.M)
+url = url.group(1) if url else ""
+if url.startswith("sqlite:///"):
+    import sqlite3
+    kind, db = "sqlite", sqlite3.connect(f"file:{{url[len('sqlite:///'):].split('?')[0]}}?mode=ro", uri=True, timeout=30)
+elif url.startswith(("postgresql", "postgres")):
+    import psycopg2
+    kind, db = "postgresql", psycopg2.connect(re.sub(r"^postgres(ql)?(\+psycopg2)?://", "postgresql://", url))
+else:
+    sys.exit()
+def rows(sql):
+    cursor = db.cursor()
+    cursor.execute(sql)
+    return cursor.fetchall()
+try:
+    counts = rows("SELECT (SELECT count(*) FROM galaxy_user), (SELECT count(*) FROM job)")[0]
+except Exception:  # no tables yet: Galaxy has not started on it
+    print("database", kind, 0, 0, sep="\t")
+    sys.exit()
+print("database", kind, *counts, sep="\t")
+for job_id, state, runner_name, external_id, params, handler in rows(
+        "SELECT id, state, job_runner_name, job_runner_external_id, destination_params, handler FROM job "
+        "WHERE state IN ({states})"):
+    if isinstance(params, memoryview):
+        params = bytes(params)
     params = params if isinstance(params, dict) else json.loads(params or "{{}}")
-    print(job_id, state, runner_name or "-", external_id or "-", int("job_plugin" in (params or {{}})), sep="\t")
+    print(job_id, state, runner_name or "-", external_id or "-", int("job_plugin" in (params or {{}})), handler or "-", sep="\t")
 PY
 """
 
 
-class GalaxyJobsInFlight(FactBase[list[GalaxyJob]]):
-    """Galaxy jobs queued or running in a runner (read from Galaxy's SQLite database under `root`)."""
+class GalaxyDatabaseNow(FactBase[tuple[GalaxyDatabaseState, list[GalaxyJob]]]):
+    """Galaxy's database in use (galaxy.yml's database_connection): what it holds, and the
+    jobs its handlers follow in a runner. Read-only, as the galaxy user."""
 
     @staticmethod
-    def default() -> list[GalaxyJob]:
-        return []  # pyinfra's value when the command prints nothing
+    def default() -> tuple[GalaxyDatabaseState, list[GalaxyJob]]:
+        return GalaxyDatabaseState(), []  # no galaxy.yml (or no galaxy user) yet
 
-    def command(self, root: str) -> str:
-        return _GALAXY_JOBS_COMMAND.format(database=shlex.quote(f"{root}/data/universe.sqlite"))
+    def command(self, root: str, user: str = "galaxy") -> str:
+        return _GALAXY_DATABASE_COMMAND.format(
+            galaxy_yml=shlex.quote(f"{root}/config/galaxy.yml"), venv=shlex.quote(f"{root}/venv"), user=shlex.quote(user),
+            states=", ".join(f"'{state}'" for state in JOB_STATES_IN_FLIGHT),
+        )
 
-    def process(self, output: list[str]) -> list[GalaxyJob]:
-        return parse_galaxy_jobs(output)
+    def process(self, output: list[str]) -> tuple[GalaxyDatabaseState, list[GalaxyJob]]:
+        return parse_galaxy_database(output), parse_galaxy_jobs(output)
+
+
+def parse_galaxy_database(lines: list[str]) -> GalaxyDatabaseState:
+    for line in lines:
+        fields = line.rstrip("\n").split("\t")
+        if len(fields) == 4 and fields[0] == "database" and fields[2].isdigit() and fields[3].isdigit():
+            return GalaxyDatabaseState(fields[1], int(fields[2]), int(fields[3]))
+    return GalaxyDatabaseState()
 
 
 def parse_galaxy_jobs(lines: list[str]) -> list[GalaxyJob]:
-    """Lines of GalaxyJobsInFlight -> jobs. job_runner_name is the plugin id, maybe
+    """Job lines of GalaxyDatabaseNow -> jobs. job_runner_name is the plugin id, maybe
     followed by "://..." (older URL form); a "slurm" job with the CLI runner's
     job_plugin param was sent by the CLI runner, without it by the DRMAA runner."""
     jobs = []
     for line in lines:
         fields = line.rstrip("\n").split("\t")
-        if len(fields) != 5 or not fields[0].isdigit():
+        if len(fields) not in (5, 6) or not fields[0].isdigit():
             continue
-        job_id, state, runner_name, external_id, cli = fields
+        job_id, state, runner_name, external_id, cli = fields[:5]
+        handler = fields[5] if len(fields) == 6 and fields[5] != "-" else ""
         plugin = "" if runner_name == "-" else runner_name.split(":", 1)[0]
         runner = ("cli" if cli == "1" else "drmaa") if plugin == "slurm" else ""
-        jobs.append(GalaxyJob(int(job_id), state, plugin, runner, None if external_id == "-" else external_id))
+        jobs.append(GalaxyJob(int(job_id), state, plugin, runner, None if external_id == "-" else external_id, handler))
     return jobs
 
 
@@ -187,3 +231,18 @@ def parse_venv(lines: list[str]) -> VenvFacts:
         runs=_major_minor(values.get("runs", "")),
         host_python=_major_minor(values.get("host_python", "")),
     )
+
+
+class VenvPackages(FactBase[dict]):
+    """The packages in the venv at `venv` ({name: {version}}, as pyinfra's PipPackages gives them),
+    listed by `uv pip freeze` with the uv binary at `uv` (a third of `pip freeze`'s time for
+    Galaxy's ~280 packages); {} while the venv or uv is missing."""
+
+    default = dict
+
+    def command(self, venv: str, uv: str) -> str:
+        python = shlex.quote(f"{venv}/bin/python")
+        return f"if [ -x {shlex.quote(uv)} ] && [ -x {python} ]; then {shlex.quote(uv)} pip freeze --no-config --quiet --python {python}; fi"
+
+    def process(self, output: list[str]) -> dict:
+        return parse_packages(PIP_REGEX, output)

@@ -13,6 +13,8 @@ SLURM_RELEASES = ("20.11", "21.08", "22.05", "23.02", "23.11", "24.05", "24.11",
 
 # The Slurm a Debian release ships, used to plan a host that has no Slurm yet.
 SLURM_BY_CODENAME = {"bullseye": "20.11", "bookworm": "22.05", "trixie": "24.11"}
+# The PostgreSQL major version that Debian's `postgresql` package brings.
+POSTGRESQL_BY_CODENAME = {"bookworm": "15", "trixie": "17"}
 
 
 def slurm_release(version: str) -> str:
@@ -33,6 +35,11 @@ class Platform:
     codename: str
     slurm: str  # Slurm release, e.g. "22.05"
     slurm_installed: bool
+
+    @property
+    def postgresql(self) -> str:
+        """The PostgreSQL major version Debian's `postgresql` package brings on this release."""
+        return POSTGRESQL_BY_CODENAME.get(self.codename, "")
 
     @property
     def slurm_index(self) -> int:

@@ -13,26 +13,32 @@ import shlex
 import time
 from dataclasses import dataclass
 
+from lxml import etree
 from pyinfra import host, logger
 from pyinfra.api import deploy, operation
 from pyinfra.operations import files, pip
 
 from tasks.accounting import cluster_registered
 from tasks.common import project_file
+from tasks.jobconf import build_job_conf, verification_tools
 from tasks.model import Cluster, Galaxy
-from tasks.operations import fail, log_tail, run, wait_until
+from tasks.operations import fail, log_tail, rolled_back, run, wait_until
 
 SHARE_DIR = "/usr/local/share/pyinfra-galaxy-slurm"
 VERIFY_SCRIPT = f"{SHARE_DIR}/slurm-verify.sbatch"
 GALAXY_VERIFY_SCRIPT = f"{SHARE_DIR}/galaxy-verify.py"
 JOB_TIMEOUT = 120
-GALAXY_START_TIMEOUT = 240
+# Measured: a first start on a new SQLite database took 4 min with the 2 cores shared by 5 labs (30 s alone).
+GALAXY_START_TIMEOUT = 480
 # The Galaxy check runs bioblend from a venv of the deploy's own (Galaxy's venv stays Galaxy's).
 VERIFY_VENV = f"{SHARE_DIR}/venv"
 BIOBLEND = "bioblend==1.9.0"  # pyinfra's pip.packages compares one exact version: a range would reinstall every run
 # The verification user's API key, made once by galaxy-verify.py; root only.
 PRIVATE_DIR = "/etc/pyinfra-galaxy-slurm"
 GALAXY_VERIFY_KEY = f"{PRIVATE_DIR}/galaxy-verify-user.json"
+# The Galaxy admin account's own API key (and first password), made once with the
+# bootstrap key, which then leaves galaxy.yml; root only.
+GALAXY_ADMIN_KEY = f"{PRIVATE_DIR}/galaxy-admin.json"
 
 # Bounded waits of the Slurm check (seconds).
 SETTLE_WAIT = 60  # for nodes UNKNOWN or not responding to register (a restarted slurmd, a new node)
@@ -41,7 +47,7 @@ SCHEDULE_WAIT = 10  # past CAPACITY_WAIT, for slurmctld to start or rank the tes
 STEP_WAIT = 30  # for a step of a running test job, and for a cancelled job to leave the queue
 IMMEDIATE = 5  # srun --immediate: a CPU seen free a moment ago may be taken; look again after this
 LOG_EVERY = 10  # a longer wait says what it waits for this often
-POLL = 1
+POLL = 0.25  # a test job starts and ends within a fraction of a second: a 1 s poll doubled the check
 ACCOUNTING_WAIT = 30  # for a finished job's record to reach slurmdbd and sacct
 # Everything the verification submits carries this name (squeue --name=pgs-verify).
 VERIFY_JOB_NAME = "pgs-verify"
@@ -421,7 +427,8 @@ def galaxy_ready(galaxy: Galaxy, group: str) -> tuple[str, str]:
         f"supervisorctl status {group}:{name} | grep -q RUNNING && {runners_loaded(f'{galaxy.log_dir}/{name}.log')}"
         for name in galaxy.handler_names
     )
-    api = f"python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' {galaxy.local_url}/api/version"
+    # Through nginx (galaxy.url: plain HTTP on loopback).
+    api = f"python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' {galaxy.url}/api/version"
     ready = f"! supervisorctl status '{group}:*' | grep -qv RUNNING && {handlers} && {api}"
     broken = f"supervisorctl status '{group}:*' | grep -qE 'FATAL|BACKOFF|EXITED'"
     return ready, broken
@@ -440,19 +447,36 @@ def galaxy_answers(galaxy: Galaxy, group: str):
             f"for log in {handler_logs}; do tac $log | awk '/Loaded job runner/ {{print}} "
             f"/will load all configured runner plugins/ {{exit}}'; done | grep -o \"Loaded job runner '[^']*' as '[^']*'\" | sort -u"
         )
-        report(f"Galaxy answers {galaxy.local_url}/api/version after {time.monotonic() - started:.1f} s; "
-               f"{', '.join(loaded.splitlines())}")
+        report(f"Galaxy answers {galaxy.url}/api/version after {time.monotonic() - started:.1f} s; "
+               f"{', '.join(loaded.splitlines())}; users open {galaxy.public_url}")
         return
     _, status = run(f"supervisorctl status '{group}:*' || true")
     logs = [f"{galaxy.log_dir}/{name}.log" for name in ["web", *galaxy.handler_names]]
-    yield fail(f"Galaxy did not come up within {GALAXY_START_TIMEOUT} s ({galaxy.local_url}):\n{status}\n"
+    yield fail(f"Galaxy did not come up within {GALAXY_START_TIMEOUT} s ({galaxy.url}, through nginx):\n{status}\n"
                + "\n".join(map(log_tail, logs)))
 
 
+def destination_params(galaxy: Galaxy, destination_id: str) -> dict[str, str]:
+    """The params job_conf.xml gives a destination (its Slurm options: nativeSpecification for
+    the DRMAA runner, job_<option> for the CLI one), read from the file the deploy writes."""
+    root = etree.fromstring(build_job_conf(galaxy))
+    destination = next(d for d in root.iterfind("destinations/destination") if d.get("id") == destination_id)
+    return {param.get("id"): param.text or "" for param in destination.iterfind("param")}
+
+
+def handlers_restart(galaxy: Galaxy, group: str) -> str:
+    """The command that restarts Galaxy's job handlers (they read job_conf.xml at start)."""
+    return "supervisorctl restart " + " ".join(f"{group}:{name}" for name in galaxy.handler_names)
+
+
 @operation(is_idempotent=True)
-def galaxy_job_through_slurm(command: str, compute_nodes: list[str], expected_user: str, accounting: bool = False):
+def galaxy_job_through_slurm(command: str, compute_nodes: list[str], expected_user: str, galaxy: Galaxy,
+                             group: str, accounting: bool = False):
     """A Galaxy upload job ran through Slurm on a compute node, as the galaxy user; or, on
-    a full cluster, it waits in Slurm (PENDING for CPUs) and was withdrawn (see galaxy-verify.py)."""
+    a full cluster, it waits in Slurm (PENDING for CPUs) and was withdrawn (see galaxy-verify.py).
+
+    When it failed and this run replaced job_conf.xml, the previous one is put back and the
+    handlers restarted (like slurm.conf after slurmctld refused it); the run fails saying so."""
     if not host.state.is_executing:
         return
     ok, output = run(command, timeout=600)
@@ -467,9 +491,31 @@ def galaxy_job_through_slurm(command: str, compute_nodes: list[str], expected_us
         problems.append(f"the Slurm job ran as {result['slurm_user']}, not {expected_user}")
     problems += _galaxy_job_accounted(result) if accounting and not problems else []
     if problems:
-        yield fail("Galaxy upload job through Slurm failed: " + "; ".join(problems) + f"\n{json.dumps(result, indent=1)}")
+        ready, broken = galaxy_ready(galaxy, group)
+        yield from rolled_back(
+            handlers_restart(galaxy, group), ready, [galaxy.job_conf], "Galaxy's job configuration",
+            "failed its verification (a Galaxy job through Slurm did not end ok) and is rolled back",
+            "Galaxy upload job through Slurm failed: " + "; ".join(problems) + f"\n{json.dumps(result, indent=1)}",
+            timeout=GALAXY_START_TIMEOUT, settle=0, broken=broken,
+        )
         return
     report(galaxy_report_line(result))
+    for line in destination_report_lines(result):
+        report(line)
+
+
+def destination_report_lines(result: dict) -> list[str]:
+    """One line per further destination's job (galaxy-verify.py's report["destinations"][1:])."""
+    lines = []
+    for job in result.get("destinations", [])[1:]:
+        where = f"Galaxy job {job['galaxy_job_id']} (tool {job['tool']}) = Slurm job {job.get('slurm_job_id')}"
+        if job.get("busy"):
+            lines.append(f"destination {job['destination']}: {where} PENDING ({job.get('pending_reason')}): the cluster "
+                         "is full, Galaxy reaches Slurm; withdrawn")
+        else:
+            lines.append(f"destination {job['destination']}: {where} on {job.get('node')}, partition {job.get('partition')}, "
+                         f"time limit {job.get('time_limit')}: {job.get('slurm_state')}, dataset ok in {job.get('seconds_to_ok')} s")
+    return lines
 
 
 def _galaxy_job_accounted(result: dict) -> list[str]:
@@ -486,7 +532,8 @@ def _galaxy_job_accounted(result: dict) -> list[str]:
 
 def galaxy_report_line(result: dict) -> str:
     """The line an admin reads, from galaxy-verify.py's JSON report."""
-    job = (f"Galaxy job {result['galaxy_job_id']} (runner {result['runner']}, handler {result['handler']}) "
+    where = f"destination {result['destination']}, " if result.get("destination") else ""
+    job = (f"Galaxy job {result['galaxy_job_id']} ({where}runner {result['runner']}, handler {result['handler']}) "
            f"= Slurm job {result['slurm_job_id']} ({result['slurm_job_name']})")
     user = f"Galaxy user {result['user']} ({result['user_key']}), verification {result['seconds']} s"
     if result.get("busy"):
@@ -526,7 +573,34 @@ def verify_galaxy(cluster: Cluster) -> None:
         # Slurm may place the job on a node it does not yet know is gone.
         logger.warning(f"Galaxy job verification skipped: {', '.join(cluster.unreachable_hosts)} unreachable")
         return
-    files.directory(name="Private directory for the verification user's API key", path=PRIVATE_DIR, mode="0700")
+    tool_destinations = [[destination_id, tool_id, destination_params(galaxy, destination_id)]
+                         for destination_id, tool_id in verification_tools(galaxy)]
+    command = verify_command(
+        galaxy, f"--destination {shlex.quote(galaxy.default_destination)}",
+        f"--destination-params {shlex.quote(json.dumps(destination_params(galaxy, galaxy.default_destination)))}",
+        f"--tool-destinations {shlex.quote(json.dumps(tool_destinations))}",
+    )
+    galaxy_job_through_slurm(
+        name="A Galaxy upload job runs through Slurm (or waits in Slurm on a full cluster)",
+        command=command,
+        compute_nodes=cluster.reachable_nodes,
+        expected_user=galaxy.user,
+        galaxy=galaxy,
+        group=supervisor_group(),
+        accounting=cluster.accounting is not None,
+    )
+
+
+def supervisor_group() -> str:
+    from tasks.galaxy import SUPERVISOR_GROUP  # tasks.galaxy imports this module
+
+    return SUPERVISOR_GROUP
+
+
+def install_verification_tools() -> None:
+    """bioblend in the deploy's own venv, galaxy-verify.py and the root-only key directory."""
+    files.directory(name="Private directory for the Galaxy admin's and verification user's API keys", path=PRIVATE_DIR,
+                    mode="0700")
     pip.packages(
         name=f"bioblend in the deploy's own venv {VERIFY_VENV}",
         packages=[BIOBLEND],
@@ -534,14 +608,29 @@ def verify_galaxy(cluster: Cluster) -> None:
         virtualenv_kwargs={"venv": True, "python": "/usr/bin/python3"},
     )
     files.put(name="Galaxy verification script", src=project_file("galaxy-verify.py"), dest=GALAXY_VERIFY_SCRIPT, mode="0755")
-    command = (
-        f"{VERIFY_VENV}/bin/python {GALAXY_VERIFY_SCRIPT} --url {galaxy.local_url} --secrets {galaxy.secrets_file} "
-        f"--user-email {shlex.quote(galaxy.verify_email)} --key-file {GALAXY_VERIFY_KEY}"
-    )
-    galaxy_job_through_slurm(
-        name="A Galaxy upload job runs through Slurm (or waits in Slurm on a full cluster)",
-        command=command,
-        compute_nodes=cluster.reachable_nodes,
-        expected_user=galaxy.user,
-        accounting=cluster.accounting is not None,
-    )
+
+
+def verify_command(galaxy: Galaxy, *options: str) -> str:
+    """galaxy-verify.py's command line (no secret on it: keys are read from root-only files)."""
+    return (
+        f"{VERIFY_VENV}/bin/python {GALAXY_VERIFY_SCRIPT} --url {galaxy.url} --secrets {galaxy.secrets_file} "
+        f"--admin-email {shlex.quote(galaxy.admin_email)} --admin-key-file {GALAXY_ADMIN_KEY} "
+        f"--user-email {shlex.quote(galaxy.verify_email)} --key-file {GALAXY_VERIFY_KEY} {' '.join(options)}"
+    ).rstrip()
+
+
+@operation(is_idempotent=True)
+def galaxy_accounts(command: str):
+    """The admin's own API key made with the bootstrap key, and the verification user's."""
+    if not host.state.is_executing:
+        return
+    ok, output = run(command, timeout=300)
+    try:
+        result = json.loads(output.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        result = {"ok": False, "error": output[-3000:]}
+    if not ok or not result.get("ok"):
+        yield fail(f"Galaxy's admin and verification accounts: {result.get('error', 'failed')}")
+        return
+    report(f"Galaxy admin {result['admin']} has its own API key ({GALAXY_ADMIN_KEY}); "
+           f"verification user {result['user']} ({result['user_key']})")

@@ -15,7 +15,10 @@ from typing import Any
 
 from tasks.model.accounting import Accounting, accounting_from
 from tasks.model.settings import CLUSTER, DataSource, read, settings_problems
-from tasks.model.galaxy import Galaxy, GalaxyJob, galaxy_from, runner_switch_problems
+from tasks.model.database import GalaxyDatabaseState, database_switch_problems
+from tasks.model.galaxy import (
+    Galaxy, GalaxyJob, galaxy_from, handler_removal_problems, runner_switch_problems, with_database_now,
+)
 from tasks.model.hosts import (
     COMPUTE_GROUP, CONTROLLER_GROUP, GALAXY_GROUP, ClusterHost, InventoryHost, check_versions, cluster_host,
     platform_or_none,
@@ -80,13 +83,16 @@ class Cluster:
 
 def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any],
                   known_nodes: Mapping[str, Node] | None = None,
-                  galaxy_jobs: list[GalaxyJob] | tuple[GalaxyJob, ...] = ()) -> Cluster:
+                  galaxy_jobs: list[GalaxyJob] | tuple[GalaxyJob, ...] = (),
+                  galaxy_database_now: GalaxyDatabaseState = GalaxyDatabaseState()) -> Cluster:
     """Check the inventory and the hosts' facts, and build the cluster from them.
 
     A host without facts could not be reached: the run goes on without it, and
     its slurm.conf entry is kept from `known_nodes` (the controller's current
     slurm.conf) so that the other hosts' configuration does not change.
-    `galaxy_jobs`: the jobs Galaxy's handlers follow now (see runner_switch_problems).
+    `galaxy_jobs`: the jobs Galaxy's handlers follow now (see runner_switch_problems,
+    handler_removal_problems); `galaxy_database_now`: what Galaxy's database in use
+    holds (see database_switch_problems).
     """
     problems: list[str] = []
     warnings: list[str] = []
@@ -145,6 +151,10 @@ def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any],
     galaxy = galaxy_from(hosts, cluster_hosts, config["deploy_galaxy"], problems)
     if galaxy is not None:
         problems.extend(runner_switch_problems(galaxy.job_runner, galaxy_jobs))
+        if isinstance(galaxy.handlers, int):
+            problems.extend(handler_removal_problems(galaxy.handler_names, galaxy_jobs))
+        problems.extend(database_switch_problems(galaxy.database, galaxy_database_now))
+        galaxy = with_database_now(galaxy, galaxy_database_now)
 
     extra = config["slurm_config_extra"]
     if not isinstance(extra, Mapping):

@@ -6,28 +6,34 @@ import hashlib
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tasks.jobconf import build_job_conf, check_job_conf
+from tasks.model.database import GalaxyDatabase, GalaxyDatabaseState, database_from
 from tasks.model.hosts import COMPUTE_GROUP, GALAXY_GROUP, ClusterHost, InventoryHost
 from tasks.model.problems import check_positive_int
 from tasks.model.settings import GALAXY, SLURM_DRMAA_DEFAULTS, read
+from tasks.model.web import GalaxyFront, check_loopback_bind, front_from
 from tasks.native_specification import native_specification_problems
 
 SHARED_FS_CHOICES = ("nfs", "existing")
 JOB_RUNNERS = ("drmaa", "cli")
+# Job states in which a handler still has work to do for a job (Galaxy's model.Job.states).
+JOB_STATES_IN_FLIGHT = ("new", "queued", "running", "stopped", "deleting")
+HANDLER_NAME = re.compile(r"handler\d+")
 
 
 @dataclass(frozen=True)
 class GalaxyJob:
-    """A Galaxy job a handler follows in a runner (GalaxyJobsInFlight reads them from Galaxy's database)."""
+    """A Galaxy job a handler follows (GalaxyDatabaseNow reads them from Galaxy's database)."""
 
     id: int  # Galaxy's database id (the API shows it encoded)
-    state: str  # "queued", "running", "stopped" or "deleting" (its runner still has to stop it)
+    state: str  # one of JOB_STATES_IN_FLIGHT
     plugin: str  # the runner plugin id it was sent to: "slurm" or "local"
     runner: str  # the runner class behind "slurm" when it was sent: "drmaa" or "cli" ("" for other plugins)
     external_id: str | None  # the Slurm job id
+    handler: str = ""  # the handler that follows it, or the pool tag while none has taken it
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,31 @@ class Galaxy:
     drmaa: SlurmDrmaa | None  # None with the CLI runner
     verify_email: str = "pgs-verify@example.org"
     rebuild_venv: bool = False  # a venv made by another Python is moved aside and rebuilt
+    database: GalaxyDatabase = GalaxyDatabase()
+    front: GalaxyFront = GalaxyFront()
+    python: str = "3.13"  # the Galaxy host's python3 ("major.minor"): the venv's lib/pythonX.Y
+
+    @property
+    def url(self) -> str:
+        """Galaxy through nginx on the Galaxy host: readiness, rollback and verification use it."""
+        return self.front.url
+
+    @property
+    def public_url(self) -> str:
+        """Where users open Galaxy (galaxy_server_name, else the Galaxy host's address)."""
+        name = self.front.server_name.split()[0] if self.front.server_name != "_" else (self.host.address or self.host.node_name)
+        scheme, port, default = ("https", self.front.https_port, 443) if self.front.tls else ("http", self.front.http_port, 80)
+        return f"{scheme}://{name}{'' if port == default else f':{port}'}/"
+
+    @property
+    def static_dir(self) -> str:
+        """Static files of the galaxy-web-apps package: Galaxy's /static (webapps/base/webapp.py build_url_map)."""
+        return f"{self.venv}/lib/python{self.python}/site-packages/galaxy/webapps/base/static"
+
+    @property
+    def client_dir(self) -> str:
+        """The built web client of the galaxy-web-client package: Galaxy's /static/dist."""
+        return f"{self.venv}/lib/python{self.python}/site-packages/galaxy/web_client/dist"
 
     @property
     def venv(self) -> str:
@@ -133,7 +164,9 @@ class Galaxy:
     def pip_packages(self) -> list[str]:
         galaxy = [f"galaxy-web-apps=={self.version}", f"galaxy-web-client=={self.version}", "gravity"] if self.install else []
         # fissix: Galaxy's metadata step needs lib2to3 or fissix on every node that runs jobs.
-        return galaxy + ["fissix", "drmaa"]
+        # psycopg2-binary: Galaxy's PostgreSQL driver (a wheel: no compiler, no libpq-dev).
+        database = ["psycopg2-binary"] if self.database.kind == "postgresql" else []
+        return galaxy + ["fissix", "drmaa", *database]
 
 
 def galaxy_from(hosts: list[InventoryHost], cluster_hosts: list[ClusterHost], enabled: bool,
@@ -168,6 +201,10 @@ def galaxy_from(hosts: list[InventoryHost], cluster_hosts: list[ClusterHost], en
     bind = str(config["galaxy_bind"])
     if not re.fullmatch(r"[^\s:]+:\d{1,5}", bind):
         problems.append(f"galaxy_bind: '{bind}' is not host:port; e.g. 127.0.0.1:8080")
+    else:
+        check_loopback_bind(bind, problems)
+    database = database_from(config, config["galaxy_handlers"], problems)
+    front = front_from(config, problems)
     if not str(config["galaxy_root"]).startswith("/"):
         problems.append(f"galaxy_root: '{config['galaxy_root']}' is not an absolute path")
     _check_galaxy_account(hosts, config, problems)
@@ -195,6 +232,9 @@ def galaxy_from(hosts: list[InventoryHost], cluster_hosts: list[ClusterHost], en
         drmaa=drmaa,
         verify_email=_verify_email(config, problems),
         rebuild_venv=bool(config["galaxy_rebuild_venv"]),
+        database=database,
+        front=front,
+        python=(inventory_host.facts.python if inventory_host.facts else "") or "3.13",
     )
     if not any(p.startswith(("galaxy_handlers", "galaxy_job_workers")) for p in problems):
         problems.extend(f"galaxy_destinations: {p}" for p in check_job_conf(build_job_conf(galaxy)))
@@ -226,6 +266,49 @@ def runner_switch_problems(job_runner: str, jobs: list[GalaxyJob] | tuple[Galaxy
         f"galaxy_job_runner = '{old}' until `squeue -u galaxy` is empty (to stop new jobs meanwhile, lock Galaxy's job "
         "queue: Admin > Jobs > lock, or bioblend jobs.update_job_lock(active=True)), then re-run with the switch"
     ]
+
+
+def handler_removal_problems(handler_names: list[str], jobs: list[GalaxyJob] | tuple[GalaxyJob, ...]) -> list[str]:
+    """Refuse to remove a job handler that still holds jobs.
+
+    Galaxy does not hand a job to another handler by itself (read in Galaxy 26.1.2):
+    a new job's `handler` is the pool tag (galaxy/web_stack/handlers.py
+    `_assign_db_tag`: "job-handlers" here); a handler takes it with
+    `UPDATE job SET handler = <its server name>` over a `SELECT ... FOR UPDATE
+    SKIP LOCKED` of jobs tagged for it (galaxy/jobs/handler.py `setup_query`,
+    `grab_unhandled_items`), and from then on follows only jobs whose `handler`
+    is its own name (`model.Job.handler == self.app.config.server_name`), at
+    start-up too (`__check_jobs_at_startup`). A removed handler's jobs would
+    stay queued or running forever.
+
+    Refused rather than reassigned: an UPDATE of `job.handler` is safe only while
+    the old handler is stopped and before the new one starts (else two handlers
+    follow one job, or none recovers it), which supervisor's `update` does not
+    order; the jobs finish on their own handler within their run time.
+    """
+    kept = set(handler_names)
+    held: dict[str, list[int]] = {}
+    for job in jobs:
+        if job.handler and HANDLER_NAME.fullmatch(job.handler) and job.handler not in kept:
+            held.setdefault(job.handler, []).append(job.id)
+    if not held:
+        return []
+    listed = "; ".join(f"{name} holds Galaxy job{'s' if len(ids) > 1 else ''} {', '.join(map(str, sorted(ids)))}"
+                       for name, ids in sorted(held.items()))
+    return [
+        f"galaxy_handlers: {len(handler_names)} would remove job handler{'s' if len(held) > 1 else ''} "
+        f"{', '.join(sorted(held))}, which still hold{'s' if len(held) == 1 else ''} jobs ({listed}); Galaxy does not "
+        f"hand them to another handler. Keep galaxy_handlers until they finish (to stop new jobs meanwhile, lock "
+        f"Galaxy's job queue: Admin > Jobs > lock), then re-run with fewer handlers"
+    ]
+
+
+
+
+def with_database_now(galaxy: Galaxy, now: GalaxyDatabaseState) -> Galaxy:
+    """The Galaxy model, knowing whether this run moves it to another kind of database."""
+    switching = bool(now.kind) and now.kind != galaxy.database.kind
+    return replace(galaxy, database=replace(galaxy.database, switching=switching))
 
 
 def _verify_email(config: Mapping[str, Any], problems: list[str]) -> str:

@@ -5,6 +5,8 @@ demo lab. KEEP_LAB=1 leaves it running afterwards for a look around.
 TEST_LAB_SSH_USER=NAME boots hosts whose only SSH login is NAME with sudo
 (`lab.py up --ssh-user`): the deploy and these tests then go through sudo.
 Tests that need labs of their own (two clusters at once) boot them with `LabHosts`.
+pyinfra reaches the lab through its own inventory, LAB_INVENTORY_FILE (lab/inventory.py),
+told the lab's hosts.json in LAB_INVENTORY.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ DRMAA_TARBALL = os.environ.get("SLURM_DRMAA_TARBALL", "")
 SLURM_ONLY = os.environ.get("TEST_SLURM_ONLY") == "1"
 HOST_NAMES = [f"{LAB_NAME}-head"] + [f"{LAB_NAME}-c{i}" for i in range(1, NODES + 1)]
 COMPUTE_NAMES = HOST_NAMES[1:]
+# The lab's inventory for pyinfra and for `make check` (the admin's inventory.py lists no lab host).
+LAB_INVENTORY_FILE = "lab/inventory.py"
 TIMINGS: dict[str, float] = {}
 NOTES: list[str] = []  # printed after the timings (e.g. jobs in flight and how they ended)
 
@@ -135,7 +139,7 @@ class Deployer:
         started = time.monotonic()
         process = subprocess.run(
             [str(Path(sys.executable).parent / "pyinfra"), "-y", "--json",
-             *(("--data", "deploy_galaxy=false") if SLURM_ONLY else ()), *extra, "inventory.py", "deploy.py"],
+             *(("--data", "deploy_galaxy=false") if SLURM_ONLY else ()), *extra, LAB_INVENTORY_FILE, "deploy.py"],
             cwd=PROJECT, env=env, capture_output=True, text=True,
         )
         seconds = time.monotonic() - started

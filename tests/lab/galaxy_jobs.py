@@ -31,6 +31,8 @@ DATA = Path(__file__).resolve().parent / "data"
 REMOTE_DIR = "/usr/local/share/pyinfra-galaxy-slurm/lab-test"
 VENV_PYTHON = "/usr/local/share/pyinfra-galaxy-slurm/venv/bin/python"
 DATASET_DONE = ("ok", "error", "failed_metadata", "discarded", "deferred", "paused")
+# psql on Galaxy's PostgreSQL database as the galaxy user (peer authentication); append the quoted query.
+PSQL_AS_GALAXY = "runuser -u galaxy -- psql -At -d galaxy -h /var/run/postgresql -c "
 
 
 class GalaxyJobs:

@@ -16,7 +16,7 @@ hex, base64; every value of Galaxy's secrets.json); `findings` names each
 watched file holding one, `leaks_in_text` each form found in a text (pyinfra's output).
 
     python -m tests.lab.secret_watch --inventory /var/lib/pgs-lab/h4a/hosts.json -- \\
-        .venv/bin/pyinfra -y inventory.py deploy.py --data deploy_galaxy=false
+        .venv/bin/pyinfra -y lab/inventory.py deploy.py --data deploy_galaxy=false
 
 runs a command under the watch and reports (exit 1 on any finding).
 """
@@ -44,6 +44,7 @@ STOP_TIMEOUT = 60  # seconds for every watcher to finish its last walk
 NOBODY = "65534"
 MUNGE_KEY = "/etc/munge/munge.key"
 GALAXY_SECRETS = "/srv/galaxy/config/secrets.json"
+GALAXY_ADMIN_KEY = "/etc/pyinfra-galaxy-slurm/galaxy-admin.json"  # the admin account's own API key and first password
 SLURMDBD_CONF = "/etc/slurm/slurmdbd.conf"
 
 # Runs on the lab host as nobody: python3 -c WATCHER [--once] DIR...
@@ -292,8 +293,8 @@ def _as_bytes(value: str) -> bytes:
 def secret_forms(controller: testinfra.host.Host, galaxy: testinfra.host.Host | None = None) -> dict[str, str]:
     """Every form in which a secret could show up, by name: the munge key on the
     controller (hex, base64 and its first line, a raw slice as latin-1), slurmdbd's
-    database password (slurmdbd.conf on the controller) and every
-    string value of Galaxy's secrets.json on the galaxy host when it has one."""
+    database password (slurmdbd.conf on the controller) and every string value of
+    Galaxy's secrets.json and of the admin account's key file on the galaxy host."""
     key = base64.b64decode(controller.check_output(f"base64 -w0 {MUNGE_KEY}"))
     encoded = base64.b64encode(key).decode()
     forms = {
@@ -307,10 +308,11 @@ def secret_forms(controller: testinfra.host.Host, galaxy: testinfra.host.Host | 
     for line in dbd_conf.stdout.splitlines() if dbd_conf.rc == 0 else []:
         if line.startswith("StoragePass="):
             forms["slurmdbd database password"] = line.split("=", 1)[1].strip()
-    if galaxy is not None and galaxy.file(GALAXY_SECRETS).exists:
-        for name, value in json.loads(galaxy.check_output(f"cat {GALAXY_SECRETS}")).items():
-            if isinstance(value, str) and len(value) >= 12:
-                forms[f"galaxy {name}"] = value
+    for path, label in ((GALAXY_SECRETS, "galaxy"), (GALAXY_ADMIN_KEY, "galaxy admin account")):
+        if galaxy is not None and galaxy.file(path).exists:
+            for name, value in json.loads(galaxy.check_output(f"cat {path}")).items():
+                if isinstance(value, str) and len(value) >= 12 and name not in ("email", "user_id"):
+                    forms[f"{label} {name}"] = value
     return forms
 
 

@@ -9,7 +9,7 @@ import yaml
 from lxml import etree
 
 from tasks.common import render
-from tasks.galaxy import nfs_exports_line
+from tasks.galaxy import create_database_command, nfs_exports_line
 from tasks.jobconf import build_job_conf, check_job_conf
 from tasks.native_specification import parse_sbatch_options
 from tasks.model import ClusterConfigError, build_cluster
@@ -42,7 +42,7 @@ def test_cli_runner_job_conf():
     plugins = {p.get("id"): p.get("load") for p in root.iterfind("plugins/plugin")}
     assert plugins == {"local": "galaxy.jobs.runners.local:LocalJobRunner", "slurm": "galaxy.jobs.runners.cli:ShellJobRunner"}
     assert root.find("plugins").get("workers") == "4"
-    assert [h.get("id") for h in root.iterfind("handlers/handler")] == ["handler0"]
+    assert [h.get("id") for h in root.iterfind("handlers/handler")] == ["handler0", "handler1"]
     assert root.find("destinations").get("default") == "slurm"
     slurm, local = root.iterfind("destinations/destination")
     assert params(slurm) == {"shell_plugin": "LocalShell", "job_plugin": "Slurm", "job_--ntasks": "1"}
@@ -230,10 +230,16 @@ def test_supervisor_conf_for_cli_has_no_drmaa():
 
 def test_galaxy_yml():
     galaxy = galaxy_of(galaxy_config_extra={"brand": "Lab", "allow_user_creation": False})
-    text = render("galaxy.yml.j2", galaxy=galaxy, secrets={"id_secret": "s" * 32, "admin_api_key": "k" * 64})
+    text = render("galaxy.yml.j2", galaxy=galaxy, secrets={"id_secret": "s" * 32, "admin_api_key": "k" * 64}, bootstrap=True)
     config = yaml.safe_load(text)["galaxy"]
+    later = yaml.safe_load(render("galaxy.yml.j2", galaxy=galaxy, secrets={"id_secret": "s" * 32, "admin_api_key": "k" * 64},
+                                  bootstrap=False))["galaxy"]
+    assert "bootstrap_admin_api_key" not in later and later["admin_users"] == "admin@example.org"
     assert config["job_config_file"] == "/srv/galaxy/config/job_conf.xml"
-    assert config["database_connection"] == "sqlite:////srv/galaxy/data/universe.sqlite?isolation_level=IMMEDIATE"
+    assert config["database_connection"] == "postgresql:///galaxy?host=/var/run/postgresql"
+    sqlite = galaxy_of(galaxy_database="sqlite", galaxy_handlers=1)
+    assert yaml.safe_load(render("galaxy.yml.j2", galaxy=sqlite, secrets={"id_secret": "s", "admin_api_key": "k"}, bootstrap=False))[
+        "galaxy"]["database_connection"] == "sqlite:////srv/galaxy/data/universe.sqlite?isolation_level=IMMEDIATE"
     assert config["bootstrap_admin_api_key"] == "k" * 64 and config["admin_users"] == "admin@example.org"
     assert (config["brand"], config["allow_user_creation"]) == ("Lab", False)
     assert config["enable_celery_tasks"] is False
@@ -246,5 +252,14 @@ def test_nfs_exports():
 
 
 def test_pip_packages():
-    assert galaxy_of().pip_packages == ["galaxy-web-apps==26.1.2", "galaxy-web-client==26.1.2", "gravity", "fissix", "drmaa"]
-    assert galaxy_of(galaxy_install=False).pip_packages == ["fissix", "drmaa"]
+    assert galaxy_of().pip_packages == ["galaxy-web-apps==26.1.2", "galaxy-web-client==26.1.2", "gravity", "fissix", "drmaa",
+                                        "psycopg2-binary"]
+    assert galaxy_of(galaxy_install=False).pip_packages == ["fissix", "drmaa", "psycopg2-binary"]
+    assert galaxy_of(galaxy_database="sqlite", galaxy_handlers=1).pip_packages[-1] == "drmaa"
+
+
+def test_galaxy_database_is_created_by_one_process_as_galaxy():
+    galaxy = build_cluster(small_cluster(1, galaxy={"galaxy_root": "/data/gx", "galaxy_user": "gx"}), {}).galaxy
+    command = create_database_command(galaxy)
+    assert command.startswith("cd /data/gx && runuser -u gx -- /data/gx/venv/bin/python -c ")
+    assert "/data/gx/config/galaxy.yml" in command and "verify_databases_via_script" in command

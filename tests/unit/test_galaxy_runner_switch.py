@@ -1,5 +1,5 @@
 """The deploy refuses a Galaxy job runner switch that would strand jobs in flight,
-and reads those jobs from what GalaxyJobsInFlight prints."""
+and reads those jobs from what GalaxyDatabaseNow prints."""
 
 from __future__ import annotations
 

@@ -15,8 +15,8 @@ import importlib.util
 import json
 import sys
 
-URL = "http://127.0.0.1:8080"
-SECRETS = "/srv/galaxy/config/secrets.json"
+URL = "http://127.0.0.1"  # through nginx (galaxy_http_port 80)
+ADMIN_KEY_FILE = "/etc/pyinfra-galaxy-slurm/galaxy-admin.json"  # the admin's own key (no bootstrap key after the first run)
 VERIFY = "/usr/local/share/pyinfra-galaxy-slurm/galaxy-verify.py"
 EMAIL = "pgs-lab-test@example.org"
 KEY_FILE = "/etc/pyinfra-galaxy-slurm/lab-test-user.json"
@@ -33,7 +33,7 @@ def verify_module():
 
 def main(command: str, args: list[str]) -> object:
     verify = verify_module()
-    admin = verify.GalaxyInstance(URL, key=verify.read_json(SECRETS)["admin_api_key"])
+    admin = verify.connect(URL, verify.read_json(ADMIN_KEY_FILE)["api_key"])
     galaxy, _ = verify.verification_user(URL, admin, EMAIL, KEY_FILE)
     if command == "submit":
         histories = galaxy.histories.get_histories(name=HISTORY)

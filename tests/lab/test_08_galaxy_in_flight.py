@@ -17,7 +17,7 @@ import time
 import pytest
 
 from tests.lab.conftest import COMPUTE_NAMES, DRMAA_TARBALL, HOST_NAMES, NOTES, ON_DEBIAN_13_ONLY, TIMINGS
-from tests.lab.galaxy_jobs import VENV_PYTHON as VERIFY_PYTHON
+from tests.lab.galaxy_jobs import PSQL_AS_GALAXY, VENV_PYTHON as VERIFY_PYTHON
 from tests.lab.inflight import InFlightJobs, Workload
 
 pytestmark = [
@@ -38,7 +38,7 @@ VERIFICATION_LEFTOVERS = """
 import json
 from bioblend.galaxy import GalaxyInstance
 key = json.load(open("/etc/pyinfra-galaxy-slurm/galaxy-verify-user.json"))["api_key"]
-galaxy = GalaxyInstance("http://127.0.0.1:8080", key=key)
+galaxy = GalaxyInstance("http://127.0.0.1", key=key)
 histories = galaxy.histories.get_histories()
 contents = [c for h in histories for c in galaxy.histories.show_history(h["id"], contents=True) if not c["purged"]]
 print(f"histories={len(histories)} datasets={len(contents)}")
@@ -135,3 +135,40 @@ def test_verification_on_a_full_cluster_proves_galaxy_reaches_slurm_and_leaves_n
     assert galaxy_jobs.ssh(f"squeue --noheader --jobs={match[1]} --format=%T 2>/dev/null || true").strip() in ("", "CANCELLED")
     left = galaxy_jobs.ssh(f"{VERIFY_PYTHON} -c {shlex.quote(VERIFICATION_LEFTOVERS)}").split()
     assert left == ["histories=1", "datasets=0"], left
+
+
+def test_handler_holding_jobs_is_not_removed(galaxy_jobs, deploy):
+    """Jobs held in flight until released (the lab's wait_for_release tool), one on handler1:
+    galaxy_handlers = 1 is refused naming handler1 and its job, nothing changes, and every
+    job still ends ok on its own handler."""
+    in_flight = PSQL_AS_GALAXY + shlex.quote("SELECT id, handler FROM job WHERE tool_id = 'pgs_wait_for_release' "
+                                   "AND state IN ('new', 'queued', 'running')")
+    held: list[dict] = []
+    try:
+        on_handler1: list[str] = []
+        for _ in range(4):
+            held += galaxy_jobs.submit(1)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                rows = [line.split("|") for line in galaxy_jobs.ssh(in_flight).split()]
+                if len(rows) == len(held) and all(handler.startswith("handler") for _, handler in rows):
+                    break
+                time.sleep(2)
+            on_handler1 = [job_id for job_id, handler in rows if handler == "handler1"]
+            if on_handler1:
+                break
+        assert on_handler1, f"no job went to handler1: {rows}"
+        before = galaxy_jobs.ssh("sha1sum /srv/galaxy/config/job_conf.xml /etc/supervisor/conf.d/galaxy.conf")
+        refused = deploy(*galaxy_jobs.deploy_args(galaxy_handlers=1))
+        assert refused.returncode != 0
+        assert "galaxy_handlers: 1 would remove job handler handler1, which still holds jobs" in refused.log, refused.log[-3000:]
+        assert f"handler1 holds Galaxy job{'s' if len(on_handler1) > 1 else ''} {', '.join(sorted(on_handler1, key=int))}" \
+            in refused.log
+        assert galaxy_jobs.ssh("sha1sum /srv/galaxy/config/job_conf.xml /etc/supervisor/conf.d/galaxy.conf") == before
+        assert "RUNNING" in galaxy_jobs.ssh("supervisorctl status gx:handler1")
+    finally:
+        galaxy_jobs.release(held)
+    final = galaxy_jobs.wait_finished(held)
+    assert all(state["dataset_state"] == "ok" for state in final.values()), final
+    NOTES.append(f"test_12 handler removal refused while handler1 held Galaxy jobs {on_handler1}; "
+                 f"{len(held)} held jobs ended {sorted(s['dataset_state'] for s in final.values())}")

@@ -208,7 +208,7 @@ def test_secrets_never_reach_output(first_deploy, deploy, lab_host):
     secrets = secret_forms(lab_host(CONTROLLER), lab_host(CONTROLLER))
     with SecretWatch.of_inventory(deploy.lab_inventory) as watch:
         loud = subprocess.run([str(os.path.join(os.path.dirname(sys.executable), "pyinfra")), "-y", "-vvv", "--debug",
-                               "inventory.py", "deploy.py"], cwd=PROJECT, env=deploy.env(), capture_output=True, text=True)
+                               "lab/inventory.py", "deploy.py"], cwd=PROJECT, env=deploy.env(), capture_output=True, text=True)
     assert loud.returncode == 0, loud.stderr[-3000:]
     assert {"munge key (hex)", "galaxy admin_api_key", "galaxy id_secret", "slurmdbd database password"} <= secrets.keys()
     everything = {"fresh rollout": first_deploy.log + json.dumps(first_deploy.result), "-vvv --debug re-run": loud.stdout + loud.stderr}
