@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -182,17 +181,6 @@ def galaxy_jobs(first_deploy, deploy, lab_inventory) -> GalaxyJobs:
 def lab_host(lab_inventory, first_deploy):
     """testinfra host of a lab host, by name (commands run through sudo on a sudo-user lab)."""
     return TEST_LAB.host
-
-
-def pytest_collection_modifyitems(items):
-    """Test files run in the order of their number (test_2 before test_11), not of their name:
-    a later file may leave the shared lab deployed with its own settings (e.g. test_11's
-    galaxy_jobs arguments), which test_1's no-change re-run must not see. The sort is stable."""
-    def number(item) -> int:
-        found = re.match(r"test_(\d+)_", Path(str(item.fspath)).name)
-        return int(found.group(1)) if found else 0
-
-    items.sort(key=number)
 
 
 def pytest_terminal_summary(terminalreporter):
