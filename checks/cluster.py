@@ -31,6 +31,8 @@ from tasks.model import (
     COMPUTE_GROUP, CONTROLLER_GROUP, GALAXY_GROUP, Cluster, ClusterConfigError, HostFacts, InventoryHost, build_cluster,
     parse_node_lines,
 )
+from tasks.model.accounting import DBD_GROUP
+from tasks.model.settings import CLUSTER, read
 
 ROLES = {"controller": CONTROLLER_GROUP, "compute": COMPUTE_GROUP, "galaxy": GALAXY_GROUP}
 SSH_TIMEOUT = 10  # seconds to connect to a host
@@ -142,7 +144,16 @@ class CheckedCluster:
     def with_role(self, role: str) -> list[CheckedHost]:
         if role == "galaxy" and not self.settings.get("deploy_galaxy", True):
             return []
+        if role == "slurmdbd":
+            return self.slurmdbd_hosts()
         return self.hosts_in_group(role)
+
+    def slurmdbd_hosts(self) -> list[CheckedHost]:
+        """slurmdbd's host, as tasks/model/accounting.py chooses it: the `slurm_dbd` group's,
+        else the controller; none when slurm_accounting is off (the settings' default applies)."""
+        if not read(self.settings, CLUSTER)["slurm_accounting"]:
+            return []
+        return ([h for h in self.hosts if DBD_GROUP in h.groups] or self.hosts_in_group("controller"))[:1]
 
     def hosts_in_group(self, role: str) -> list[CheckedHost]:
         """The hosts of a role's group, whether or not the role is deployed."""
