@@ -186,6 +186,11 @@ def _facts(checked: CheckedHost) -> HostFacts | None:
         return None
 
 
+def listening_tcp_ports(host: testinfra.host.Host) -> set[int]:
+    """The TCP ports something listens on, on any address (IPv4 or IPv6)."""
+    return {int(spec.rsplit(":", 1)[1]) for spec in host.socket.get_listening_sockets() if spec.startswith("tcp")}
+
+
 def odd_ones_out(values: Mapping[str, str], reference_host: str | None = None) -> tuple[str, list[str]]:
     """The value most hosts have (ties: the reference host's) and the hosts that have
     another: with one host edited, it is that host that differs, not the rest."""
@@ -196,4 +201,5 @@ def odd_ones_out(values: Mapping[str, str], reference_host: str | None = None) -
     return reference, sorted(name for name, value in values.items() if value != reference)
 
 
-__all__ = ["CheckedCluster", "CheckedHost", "ClusterConfigError", "Connection", "load_inventory", "odd_ones_out"]
+__all__ = ["CheckedCluster", "CheckedHost", "ClusterConfigError", "Connection", "listening_tcp_ports", "load_inventory",
+           "odd_ones_out"]

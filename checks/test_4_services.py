@@ -9,6 +9,7 @@ import shlex
 
 import pytest
 
+from checks.cluster import listening_tcp_ports
 from checks.test_3_galaxy import _as_galaxy
 from tasks.model.database import DATABASE_NAME
 from tasks.platform import ACCOUNTING_STORAGE_TYPE, DATABASE_SERVICE
@@ -61,8 +62,7 @@ def test_nginx_runs(galaxy_host, galaxy):
 def test_nginx_ports_listening(galaxy_host, galaxy):
     """nginx listens on galaxy_http_port (and galaxy_https_port with TLS)"""
     ports = {galaxy.front.http_port} | ({galaxy.front.https_port} if galaxy.front.tls else set())
-    listening = {int(spec.rsplit(":", 1)[1]) for spec in galaxy_host.host.socket.get_listening_sockets()
-                 if spec.startswith("tcp")}
+    listening = listening_tcp_ports(galaxy_host.host)
     missing = sorted(ports - listening)
     assert not missing, f"nothing listens on TCP port{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))}"
 
@@ -163,7 +163,7 @@ def test_slurmdbd_runs(dbd_host, cluster):
     slurmdbd = host.service("slurmdbd")
     assert slurmdbd.is_running, "slurmdbd is not running (systemctl status slurmdbd)"
     assert slurmdbd.is_enabled, "slurmdbd.service is not enabled"
-    assert host.socket(f"tcp://{accounting.dbd_port}").is_listening, f"slurmdbd does not listen on TCP port {accounting.dbd_port}"
+    assert accounting.dbd_port in listening_tcp_ports(host), f"slurmdbd does not listen on TCP port {accounting.dbd_port}"
 
 
 def test_accounting_database_runs(dbd_host, cluster):
