@@ -4,7 +4,7 @@ far it is from the floor (the same package installs done directly).
 
 Writes bench/results.json (with the machine's description) and prints a table.
 Every measurement is repeated (--repeat) and reported as min / median / max.
-Runs as root against its own lab (name pgsbench, 10.213.3.0/24) from fresh
+Runs as root against its own lab (--lab-name pgsbench, --lab-subnet 10.213.22.0/24) from fresh
 hosts each time; the lab's caches (base image, apt archives, pip wheels) are
 kept, as they are for the tests.
 """
@@ -27,8 +27,13 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
 LAB_NAME = "pgsbench"
-LAB_SUBNET = "10.213.3.0/24"
+LAB_SUBNET = "10.213.22.0/24"
 STATE = Path(f"/var/lib/pgs-lab/{LAB_NAME}")
+
+
+def use_lab(name: str, subnet: str) -> None:
+    global LAB_NAME, LAB_SUBNET, STATE
+    LAB_NAME, LAB_SUBNET, STATE = name, subnet, Path(f"/var/lib/pgs-lab/{name}")
 PYINFRA = str(Path(sys.executable).parent / "pyinfra")
 GALAXY_PIP = "galaxy-web-apps==26.1.2 galaxy-web-client==26.1.2 gravity fissix drmaa"
 VERIFY_SCRIPT = "/usr/local/share/pyinfra-galaxy-slurm/galaxy-verify.py"
@@ -158,10 +163,11 @@ def floor(lab_hosts: list[dict], galaxy: bool) -> float:
 
     def install(host: dict) -> None:
         roles = set(host["groups"])
-        packages = ["munge", "slurm-client"] + (["slurmctld"] if "slurm_controller" in roles else []) + \
+        # Accounting (on by default): slurmdbd and MariaDB on the controller.
+        packages = ["munge", "slurm-client"] + (["slurmctld", "slurmdbd", "mariadb-server"] if "slurm_controller" in roles else []) + \
             (["slurmd"] if "slurm_compute" in roles else [])
         if galaxy and "galaxy" in roles:
-            packages += ["python3-venv", "supervisor"]
+            packages += ["python3-venv", "supervisor", "postgresql", "nginx"]
         commands = [block_starts, "apt-get -qq update", f"{apt} {' '.join(packages)}"]
         if galaxy and "galaxy" in roles:
             commands += ["python3 -m venv /srv/galaxy/venv", f"/srv/galaxy/venv/bin/pip install -q {GALAXY_PIP}"]
@@ -216,19 +222,28 @@ def machine() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--scale", default="1,2,4,8", help="compute host counts for the Slurm scaling runs")
+    parser.add_argument("--scale", default="1,4,8", help="compute host counts for the Slurm scaling runs")
+    parser.add_argument("--full-nodes", type=int, default=1, help="compute hosts of the full-stack runs")
+    parser.add_argument("--lab-name", default=LAB_NAME)
+    parser.add_argument("--lab-subnet", default=LAB_SUBNET)
+    parser.add_argument("--skip-full-stack", action="store_true", help="only the Slurm scaling runs")
     parser.add_argument("--scale-repeat", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=5, help="Galaxy jobs per runner for the latency")
     parser.add_argument("--release", default=os.environ.get("RELEASE", "trixie"))
     parser.add_argument("--output", default=str(PROJECT / "bench/results.json"))
     args = parser.parse_args()
-    results: dict = {"machine": machine(), "release": args.release, "date": time.strftime("%Y-%m-%d"),
-                     "repeat": args.repeat}
+    use_lab(args.lab_name, args.lab_subnet)
+    commit = subprocess.run(["git", "-C", str(PROJECT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    results: dict = {"commit": commit or None, "machine": machine(), "release": args.release, "date": time.strftime("%Y-%m-%d"),
+                     "repeat": args.repeat, "scale_repeat": args.scale_repeat, "full_stack_compute_hosts": args.full_nodes}
     memory = HostMemory()
     memory.start()
     try:
-        full_stack(args, results, memory)
+        # The Slurm layer first: each section's results are written as soon as it ends.
         scaling(args, results)
+        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+        if not args.skip_full_stack:
+            full_stack(args, results, memory)
     finally:
         memory.stop.set()
         lab("down")
@@ -239,7 +254,7 @@ def main() -> None:
 def full_stack(args, results: dict, memory: HostMemory) -> None:
     fresh, reruns, quick_reruns, floors, rss, phase_runs = [], [], [], [], [], []
     for attempt in range(args.repeat):
-        hosts = fresh_lab(2, args.release)["hosts"]
+        hosts = fresh_lab(args.full_nodes, args.release)["hosts"]
         log(f"full stack, fresh rollout {attempt + 1}/{args.repeat}")
         with tempfile.TemporaryDirectory() as scratch:
             run = deploy(timings=Path(scratch) / "timings.jsonl")
@@ -258,7 +273,7 @@ def full_stack(args, results: dict, memory: HostMemory) -> None:
             deploy("--data", "galaxy_default_destination=local", "--data", "verify_galaxy_job=false")
             results["galaxy_upload_to_ok_local_s"] = stats(galaxy_latency(head, "local", args.jobs))
         log(f"floor {attempt + 1}/{args.repeat}")
-        floors.append(floor(fresh_lab(2, args.release)["hosts"], galaxy=True))
+        floors.append(floor(fresh_lab(args.full_nodes, args.release)["hosts"], galaxy=True))
     results["full_stack_fresh_s"] = stats(fresh)
     results["full_stack_floor_s"] = stats(floors)
     results["full_stack_fresh_to_floor"] = round(statistics.median(fresh) / statistics.median(floors), 2)
@@ -270,24 +285,39 @@ def full_stack(args, results: dict, memory: HostMemory) -> None:
 
 
 def scaling(args, results: dict) -> None:
+    """Slurm layer only, fresh and no-change re-run, at each compute host count, each fresh rollout
+    followed by its floor on fresh hosts (back to back, so both see the same load)."""
     counts = [int(n) for n in args.scale.split(",")]
     scale: dict = {}
     for nodes in counts:
-        fresh, floors = [], []
+        fresh, floors, reruns, rss = [], [], [], []
         for attempt in range(args.scale_repeat):
             log(f"Slurm layer, {nodes} compute hosts, fresh rollout {attempt + 1}/{args.scale_repeat}")
             fresh_lab(nodes, args.release)
-            fresh.append(deploy("--data", "deploy_galaxy=false")["seconds"])
-            if nodes == counts[-1] and attempt == 0:
-                rerun = deploy("--data", "deploy_galaxy=false")
-                assert rerun["changes"] == 0, rerun
-                scale["rerun_at_max_s"] = round(rerun["seconds"], 2)
+            with tempfile.TemporaryDirectory() as scratch:
+                run = deploy("--data", "deploy_galaxy=false", timings=Path(scratch) / "timings.jsonl")
+            fresh.append(run["seconds"])
+            rss.append(run["pyinfra_peak_rss_mb"])
+            rerun = deploy("--data", "deploy_galaxy=false")
+            assert rerun["changes"] == 0, rerun
+            reruns.append(rerun["seconds"])
+            rss.append(rerun["pyinfra_peak_rss_mb"])
+            if attempt == 0:
+                scale.setdefault("phases", {})[str(nodes)] = run["phases"]
             floors.append(floor(fresh_lab(nodes, args.release)["hosts"], galaxy=False))
-        scale[str(nodes)] = {"fresh_s": stats(fresh), "floor_s": stats(floors),
-                             "fresh_to_floor": round(statistics.median(fresh) / statistics.median(floors), 2)}
+        scale[str(nodes)] = {"fresh_s": stats(fresh), "floor_s": stats(floors), "rerun_s": stats(reruns),
+                             "fresh_to_floor": round(statistics.median(fresh) / statistics.median(floors), 2),
+                             "pyinfra_peak_rss_mb": round(max(rss), 1)}
     base = scale[str(counts[0])]["fresh_s"]["median"]
     for nodes in counts:
         scale[str(nodes)]["fresh_to_1_host"] = round(scale[str(nodes)]["fresh_s"]["median"] / base, 2)
+    scale["rerun_at_max_s"] = scale[str(counts[-1])]["rerun_s"]["median"]
+    if len(counts) > 1:
+        first, last = str(counts[0]), str(counts[-1])
+        extra = counts[-1] - counts[0]
+        scale["seconds_per_extra_compute_host"] = {
+            what: round((scale[last][key]["median"] - scale[first][key]["median"]) / extra, 2)
+            for what, key in (("fresh", "fresh_s"), ("floor", "floor_s"), ("rerun", "rerun_s"))}
     results["slurm_scaling"] = scale
 
 
@@ -295,8 +325,9 @@ def table(results: dict) -> str:
     def cell(value: dict) -> str:
         return f"{value['median']:.1f} ({value['min']:.1f}-{value['max']:.1f})"
 
-    rows = [
-        ("full stack fresh rollout (head + 2 compute, Galaxy, verified job)", cell(results["full_stack_fresh_s"])),
+    rows = [] if "full_stack_fresh_s" not in results else [
+        (f"full stack fresh rollout (head + {results.get('full_stack_compute_hosts', 2)} compute, Galaxy, verified job)",
+         cell(results["full_stack_fresh_s"])),
         ("  floor: the same apt + pip installs, done directly", cell(results["full_stack_floor_s"])),
         ("  rollout / floor", f"{results['full_stack_fresh_to_floor']:.2f}"),
         ("no-change re-run (with the Galaxy upload-job check)", cell(results["full_stack_rerun_s"])),
@@ -306,16 +337,63 @@ def table(results: dict) -> str:
         ("Slurm sbatch -> job started", cell(results["slurm_submit_to_start_s"])),
         ("pyinfra peak RSS (MB)", cell(results["pyinfra_peak_rss_mb"])),
     ]
-    rows += [(f"  phase: {phase}", f"{seconds:.1f}") for phase, seconds in results["full_stack_phases_median_s"].items()]
+    rows += [(f"  phase: {phase}", f"{seconds:.1f}") for phase, seconds in results.get("full_stack_phases_median_s", {}).items()]
     for nodes, scale in results["slurm_scaling"].items():
         if nodes.isdigit():
-            rows.append((f"Slurm layer fresh, {nodes} compute (x 1-host, x floor)",
+            rows.append((f"Slurm layer fresh, {nodes} compute (x 1-host, x floor {cell(scale['floor_s'])})",
                          f"{cell(scale['fresh_s'])}  x{scale['fresh_to_1_host']:.2f}  x{scale['fresh_to_floor']:.2f}"))
-    rows.append(("Slurm layer no-change re-run at the largest size", f"{results['slurm_scaling']['rerun_at_max_s']:.1f}"))
-    rows += [(f"lab host peak RSS, {name} (MB)", str(mb)) for name, mb in results["lab_host_peak_rss_mb"].items()]
+            rows.append((f"Slurm layer no-change re-run, {nodes} compute", cell(scale["rerun_s"])))
+            rows.append((f"pyinfra peak RSS, Slurm layer, {nodes} compute (MB)", f"{scale['pyinfra_peak_rss_mb']:.0f}"))
+    per_host = results["slurm_scaling"].get("seconds_per_extra_compute_host")
+    if per_host:
+        rows.append(("seconds per extra compute host: fresh / floor / re-run",
+                     f"{per_host['fresh']:.1f} / {per_host['floor']:.1f} / {per_host['rerun']:.1f}"))
+    rows += [(f"lab host peak RSS, {name} (MB)", str(mb)) for name, mb in results.get("lab_host_peak_rss_mb", {}).items()]
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in [("measurement (seconds unless noted)", "median (min-max)")] + rows)
 
 
+def markdown(results: dict) -> str:
+    """The README's tables, from a results.json (`bench.py --markdown FILE`)."""
+    def cell(value: dict) -> str:
+        runs = len(value.get("runs", []))
+        return f"{value['median']:.1f}" if runs == 1 else f"{value['median']:.1f} ({value['min']:.1f}–{value['max']:.1f})"
+
+    m = results["machine"]
+    lines = [f"Measured {results['date']} on {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, {m['os']}, kernel "
+             f"{m['kernel']}; {results['release']} lab hosts; {results['repeat']} run(s) each (scaling: "
+             f"{results.get('scale_repeat', 1)}), seconds unless noted; the machine was shared with other labs.", ""]
+    if "full_stack_fresh_s" in results:
+        n = results.get("full_stack_compute_hosts", 2)
+        lines += ["| measurement | result |", "|---|---|",
+                  f"| full stack, fresh (head + {n} compute → verified Galaxy job through Slurm) | {cell(results['full_stack_fresh_s'])} |",
+                  f"| by-hand install: the same apt + pip installs done directly, all hosts at once | {cell(results['full_stack_floor_s'])} |",
+                  f"| rollout / by-hand install | {results['full_stack_fresh_to_floor']:.2f} |",
+                  f"| no-change re-run, with the Galaxy upload-job check | {cell(results['full_stack_rerun_s'])} |",
+                  f"| no-change re-run, `verify_galaxy_job=false` | {cell(results['full_stack_rerun_without_galaxy_job_s'])} |",
+                  f"| Galaxy upload → dataset ok, through Slurm | {cell(results['galaxy_upload_to_ok_slurm_s'])} |",
+                  f"| Galaxy upload → dataset ok, local runner | {cell(results['galaxy_upload_to_ok_local_s'])} |",
+                  f"| Slurm `sbatch` → job running | {cell(results['slurm_submit_to_start_s'])} |",
+                  f"| pyinfra peak RSS (MB) | {cell(results['pyinfra_peak_rss_mb'])} |"]
+        lines += [f"| lab host peak RSS, {name} (MB) | {mb} |" for name, mb in results.get("lab_host_peak_rss_mb", {}).items()]
+        phases = ", ".join(f"{k} {v}" for k, v in results["full_stack_phases_median_s"].items())
+        lines += ["", f"Fresh full-stack rollout by phase (s): {phases}.", ""]
+    scale = results["slurm_scaling"]
+    lines += ["| Slurm layer, compute hosts | fresh | floor at the same size | × floor | × 1-host time | no-change re-run | pyinfra peak RSS (MB) |",
+              "|---|---|---|---|---|---|---|"]
+    for nodes, row in scale.items():
+        if nodes.isdigit():
+            lines.append(f"| {nodes} | {cell(row['fresh_s'])} | {cell(row['floor_s'])} | {row['fresh_to_floor']:.2f} | "
+                         f"{row['fresh_to_1_host']:.2f} | {cell(row['rerun_s'])} | {row['pyinfra_peak_rss_mb']:.0f} |")
+    per_host = scale.get("seconds_per_extra_compute_host")
+    if per_host:
+        lines += ["", f"Seconds added per extra compute host: fresh {per_host['fresh']:.2f}, floor {per_host['floor']:.2f}, "
+                      f"no-change re-run {per_host['rerun']:.2f}."]
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--markdown"]:
+        print(markdown(json.loads(Path(sys.argv[2]).read_text())))
+        sys.exit(0)
     main()

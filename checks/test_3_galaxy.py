@@ -137,7 +137,7 @@ def test_drmaa_importable(galaxy_host, galaxy):
 
 
 def test_galaxy_api_answers(galaxy_host, galaxy):
-    """gunicorn answers Galaxy's API on galaxy_bind with galaxy_version (nginx bypassed)"""
+    """gunicorn answers Galaxy's API on galaxy_bind with galaxy_version (nginx bypassed: test_4 goes through it)"""
     url = f"{galaxy.local_url}/api/version"
     script = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=10).read().decode())"
     result = galaxy_host.host.run(f"python3 -c {shlex.quote(script)}")

@@ -50,6 +50,11 @@ DATASET_DONE = ("ok", "error", "failed_metadata", "discarded", "deferred", "paus
 # Pending reasons of a job that waits for CPUs other jobs hold: a busy cluster, not a broken one.
 BUSY_REASONS = ("Resources", "Priority")
 SLURM_GONE_TIMEOUT = 30
+# What the report says of each destination's job.
+DESTINATION_REPORT = ("ok", "error", "slurm_job_id", "slurm_state", "node", "partition", "time_limit", "seconds_to_ok",
+                      "busy", "pending_reason")
+# What Galaxy's destination_params API adds to a job's destination params.
+DESTINATION_FIELDS = ("Runner", "Runner Job ID", "Handler")
 
 
 def connect(url: str, key: str) -> GalaxyInstance:
@@ -167,7 +172,8 @@ def job_placement(admin: GalaxyInstance, job_id: str) -> dict:
     placement = {"job_state": job.get("state"), "external_id": job.get("external_id")}
     if job.get("external_id"):
         destination = admin.jobs.get_destination_params(job_id)
-        placement.update(runner=destination.get("Runner"), handler=destination.get("Handler"))
+        placement.update(runner=destination.get("Runner"), handler=destination.get("Handler"),
+                         destination_params={k: v for k, v in destination.items() if k not in DESTINATION_FIELDS})
     return placement
 
 
@@ -188,42 +194,11 @@ def withdraw(galaxy: GalaxyInstance, history_id: str, job_id: str, dataset_id: s
     return removed_by
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--secrets", required=True, help="Galaxy's secrets.json (admin_api_key: the bootstrap admin key)")
-    parser.add_argument("--admin-email", required=True, help="the admin account (galaxy.yml admin_users)")
-    parser.add_argument("--admin-key-file", required=True, help="where the admin's API key is kept (mode 0600)")
-    parser.add_argument("--bootstrap", action="store_true", help="galaxy.yml holds the bootstrap key: make the admin's key")
-    parser.add_argument("--accounts-only", action="store_true", help="make sure of the admin's and the user's keys, run no job")
-    parser.add_argument("--user-email", required=True, help="the verification's own Galaxy user")
-    parser.add_argument("--key-file", required=True, help="where that user's API key is kept (mode 0600)")
-    parser.add_argument("--expect-runner", default="slurm", help="destination runner the job must use ('local' to time the local runner)")
-    parser.add_argument("--timeout", type=int, default=300, help="seconds for the dataset to be ok")
-    parser.add_argument("--pending-wait", type=int, default=15,
-                        help="seconds a job may stay PENDING in Slurm (busy cluster) before it counts as proof and is withdrawn")
-    args = parser.parse_args()
-    started = time.monotonic()
-
-    bootstrap = (read_json(args.secrets) or {})["admin_api_key"] if args.bootstrap else None
-    admin = admin_session(args.url, args.admin_email, args.admin_key_file, bootstrap)
-    galaxy, key_source = verification_user(args.url, admin, args.user_email, args.key_file)
-    if args.accounts_only:
-        print(json.dumps({"ok": True, "admin": args.admin_email, "user": args.user_email, "user_key": key_source}))
-        return 0
-    history_id, purged = verification_history(galaxy)
-    report: dict = {"ok": False, "user": args.user_email, "user_key": key_source, "old_datasets_purged": purged}
-
-    content = f"pyinfra-galaxy-slurm {secrets.token_hex(8)}\n"
-    with tempfile.NamedTemporaryFile("w", suffix=".txt") as upload_file:
-        upload_file.write(content)
-        upload_file.flush()
-        submitted = time.monotonic()
-        upload = galaxy.tools.upload_file(upload_file.name, history_id, file_type="txt", file_name="verify.txt")
-    job_id = upload["jobs"][0]["id"]
-    dataset_id = upload["outputs"][0]["id"]
-    report.update(galaxy_job_id=job_id, dataset_id=dataset_id)
-
+def follow(galaxy: GalaxyInstance, admin: GalaxyInstance, args, history_id: str, job_id: str, dataset_id: str,
+           submitted: float, expected_params: dict, destination: str, output_ok, output_wrong: str) -> dict:
+    """Wait for a Galaxy job and judge it: ok through Slurm with its destination's params and an
+    output `output_ok` accepts (the dataset is then purged), or PENDING in Slurm for capacity
+    (withdrawn: a busy cluster), or why not ("error")."""
     state, placement, pending_since, slurm, polls = "new", {}, None, {}, 0
     while time.monotonic() - submitted < args.timeout:
         state = galaxy.datasets.show_dataset(dataset_id)["state"]
@@ -246,6 +221,7 @@ def main() -> int:
         polls += 1
         time.sleep(1)
     placement = job_placement(admin, job_id)
+    report: dict = {"ok": False, "destination": destination}
     report.update(placement, dataset_state=state, seconds_to_ok=round(time.monotonic() - submitted, 1))
 
     if pending_since is not None and state not in DATASET_DONE:
@@ -265,23 +241,90 @@ def main() -> int:
                            f"Slurm job {report.get('external_id') or 'none yet'} {slurm.get('JobState', '')} {slurm.get('Reason', '')}")
         report["slurm_removed_by"] = withdraw(galaxy, history_id, job_id, dataset_id, report.get("external_id"))
     elif state != "ok":
-        stderr = galaxy.jobs.show_job(job_id, full_details=True).get("stderr", "")
-        report["error"] = f"dataset ended in state {state} after {report['seconds_to_ok']} s: {stderr[-2000:]}"
+        job = galaxy.jobs.show_job(job_id, full_details=True)
+        said = job.get("stderr") or galaxy.datasets.show_dataset(dataset_id).get("misc_info") or ""
+        report["error"] = f"dataset ended in state {state} after {report['seconds_to_ok']} s: {said[-2000:]}"
     elif str(report.get("runner")).split(":")[0] != args.expect_runner:
         report["error"] = f"the job ran on runner {report.get('runner')}, not {args.expect_runner}"
+    elif any(report.get("destination_params", {}).get(key) != value for key, value in expected_params.items()):
+        report["error"] = (f"the job ran with destination params {report.get('destination_params')}, not those of "
+                           f"destination {destination} ({expected_params})")
     else:
         returned = galaxy.datasets.download_dataset(dataset_id, use_default_filename=False, require_ok_state=True)
-        report["content_matches"] = returned.decode() == content
+        report["content_matches"] = output_ok(returned)
         if args.expect_runner == "slurm":
             slurm = scontrol_job(str(report["external_id"]))
             report.update(slurm_job_id=slurm.get("JobId"), slurm_state=slurm.get("JobState"), node=slurm.get("NodeList"),
                           slurm_user=slurm.get("UserId", "").split("(")[0], slurm_runtime=slurm.get("RunTime"),
-                          slurm_job_name=slurm.get("JobName"))
+                          slurm_job_name=slurm.get("JobName"), partition=slurm.get("Partition"),
+                          time_limit=slurm.get("TimeLimit"))
         report["ok"] = report["content_matches"] and report.get("slurm_state", "COMPLETED") == "COMPLETED"
         if not report["ok"]:
-            report["error"] = "the dataset's content differs from the upload" if not report["content_matches"] \
+            report["error"] = output_wrong if not report["content_matches"] \
                 else "the job did not complete through Slurm"
         galaxy.histories.delete_dataset(history_id, dataset_id, purge=True)
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--secrets", required=True, help="Galaxy's secrets.json (admin_api_key: the bootstrap admin key)")
+    parser.add_argument("--admin-email", required=True, help="the admin account (galaxy.yml admin_users)")
+    parser.add_argument("--admin-key-file", required=True, help="where the admin's API key is kept (mode 0600)")
+    parser.add_argument("--bootstrap", action="store_true", help="galaxy.yml holds the bootstrap key: make the admin's key")
+    parser.add_argument("--accounts-only", action="store_true", help="make sure of the admin's and the user's keys, run no job")
+    parser.add_argument("--user-email", required=True, help="the verification's own Galaxy user")
+    parser.add_argument("--key-file", required=True, help="where that user's API key is kept (mode 0600)")
+    parser.add_argument("--expect-runner", default="slurm", help="destination runner the job must use ('local' to time the local runner)")
+    parser.add_argument("--destination", default="", help="the destination id Galaxy sends the upload to (named in the report)")
+    parser.add_argument("--destination-params", default="{}",
+                        help="JSON: params of that destination in job_conf.xml the job must carry (its Slurm options)")
+    parser.add_argument("--tool-destinations", default="[]",
+                        help="JSON: [[destination id, tool id, params]]: a job of that tool through each further destination")
+    parser.add_argument("--timeout", type=int, default=300, help="seconds for the dataset to be ok")
+    parser.add_argument("--pending-wait", type=int, default=15,
+                        help="seconds a job may stay PENDING in Slurm (busy cluster) before it counts as proof and is withdrawn")
+    args = parser.parse_args()
+    started = time.monotonic()
+
+    bootstrap = (read_json(args.secrets) or {})["admin_api_key"] if args.bootstrap else None
+    admin = admin_session(args.url, args.admin_email, args.admin_key_file, bootstrap)
+    galaxy, key_source = verification_user(args.url, admin, args.user_email, args.key_file)
+    if args.accounts_only:
+        print(json.dumps({"ok": True, "admin": args.admin_email, "user": args.user_email, "user_key": key_source}))
+        return 0
+    history_id, purged = verification_history(galaxy)
+    report: dict = {"ok": False, "user": args.user_email, "user_key": key_source, "old_datasets_purged": purged,
+                    "destination": args.destination}
+    expected_params = json.loads(args.destination_params)
+
+    content = f"pyinfra-galaxy-slurm {secrets.token_hex(8)}\n"
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as upload_file:
+        upload_file.write(content)
+        upload_file.flush()
+        submitted = time.monotonic()
+        upload = galaxy.tools.upload_file(upload_file.name, history_id, file_type="txt", file_name="verify.txt")
+    job_id = upload["jobs"][0]["id"]
+    dataset_id = upload["outputs"][0]["id"]
+    report.update(galaxy_job_id=job_id, dataset_id=dataset_id)
+
+    report.update(follow(galaxy, admin, args, history_id, job_id, dataset_id, submitted, expected_params,
+                         args.destination, lambda returned: returned.decode() == content,
+                         "the dataset's content differs from the upload"))
+    destinations = [{"destination": args.destination, **{k: report.get(k) for k in DESTINATION_REPORT}}]
+    for destination_id, tool_id, params in json.loads(args.tool_destinations):
+        submitted = time.monotonic()
+        ran = galaxy.tools.run_tool(history_id, tool_id, {})
+        job_id, dataset_id = ran["jobs"][0]["id"], ran["outputs"][0]["id"]
+        outcome = follow(galaxy, admin, args, history_id, job_id, dataset_id, submitted, params, destination_id,
+                         lambda returned: returned.decode().startswith("node="),
+                         f"the output of {tool_id} is not the node's line")
+        destinations.append({"destination": destination_id, "tool": tool_id, "galaxy_job_id": job_id,
+                             **{k: outcome.get(k) for k in DESTINATION_REPORT}})
+        if not outcome["ok"] and report["ok"]:
+            report.update(ok=False, error=f"destination {destination_id}: {outcome.get('error')}")
+    report["destinations"] = destinations
     report["seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(report))
     return 0 if report["ok"] else 1

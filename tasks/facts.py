@@ -6,6 +6,8 @@ import shlex
 from dataclasses import dataclass
 
 from pyinfra.api import FactBase
+from pyinfra.facts.pip import PIP_REGEX
+from pyinfra.facts.util.packaging import parse_packages
 
 from tasks.model import GalaxyJob, HostFacts
 from tasks.model.database import GalaxyDatabaseState
@@ -229,3 +231,18 @@ def parse_venv(lines: list[str]) -> VenvFacts:
         runs=_major_minor(values.get("runs", "")),
         host_python=_major_minor(values.get("host_python", "")),
     )
+
+
+class VenvPackages(FactBase[dict]):
+    """The packages in the venv at `venv` ({name: {version}}, as pyinfra's PipPackages gives them),
+    listed by `uv pip freeze` with the uv binary at `uv` (a third of `pip freeze`'s time for
+    Galaxy's ~280 packages); {} while the venv or uv is missing."""
+
+    default = dict
+
+    def command(self, venv: str, uv: str) -> str:
+        python = shlex.quote(f"{venv}/bin/python")
+        return f"if [ -x {shlex.quote(uv)} ] && [ -x {python} ]; then {shlex.quote(uv)} pip freeze --no-config --quiet --python {python}; fi"
+
+    def process(self, output: list[str]) -> dict:
+        return parse_packages(PIP_REGEX, output)

@@ -17,19 +17,26 @@ from pyinfra import host, inventory
 from pyinfra.api import deploy, operation
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, pip, server, systemd
+from pyinfra.operations.util.packaging import PkgInfo, ensure_packages
 
 from tasks.common import any_changed, once, render
-from tasks.facts import PythonVenv, VenvFacts
-from tasks.jobconf import build_job_conf
+from tasks.destinations import destinations_schedulable
+from tasks.facts import PythonVenv, VenvFacts, VenvPackages
+from tasks.jobconf import build_job_conf, verification_tools
 from tasks.model import Cluster, ClusterHost, Galaxy
 from tasks.operations import backup_of, config_file, read_secret, restart_checked, run
 from tasks.verify import (
-    GALAXY_ADMIN_KEY, file_present, galaxy_accounts, galaxy_answers, galaxy_ready, install_verification_tools, verify_command,
+    GALAXY_ADMIN_KEY, GALAXY_START_TIMEOUT, VERIFY_VENV, file_present, galaxy_accounts, galaxy_answers, galaxy_ready,
+    handlers_restart, install_verification_tools, verify_command,
 )
 
 SUPERVISOR_GROUP = "gx"
 SUPERVISOR_CONF = "/etc/supervisor/conf.d/galaxy.conf"
 NFS_OPTIONS = "rw,sync,no_subtree_check"
+# uv installs Galaxy's venv (parallel downloads: 14 s where pip took ~60 s on the lab); it lives in
+# the deploy's own venv. One exact version: pip.packages compares it, a range would reinstall every run.
+UV = "uv==0.13.9"
+UV_BIN = f"{VERIFY_VENV}/bin/uv"
 
 
 @deploy("Galaxy account and shared directory")
@@ -151,23 +158,47 @@ def venv_rebuilt_if_stale(venv: str, rebuild: bool):
         yield f"mv {shlex.quote(venv)} {shlex.quote(backup_of(venv))}"
 
 
+@operation()
+def venv_packages(venv: str, packages: list[str], with_uv: bool = True):
+    """`packages` (pip requirement strings) in the venv at `venv`, made first with the host's
+    python3 (a Python the galaxy user and every compute node can run) when it is missing.
+    Compared with `uv pip freeze` as pip.packages compares with `pip freeze`; installed with uv
+    (`with_uv=False`: with the venv's pip, for uv itself), which uses the system's CA
+    certificates as pip does (`--system-certs`), reads no uv.toml (the galaxy user may not
+    read the working directory's) and leaves no cache."""
+    yield from pip.virtualenv._inner(path=venv, venv=True, python="/usr/bin/python3")
+    current = {name.lower(): versions for name, versions in host.get_fact(VenvPackages, venv=venv, uv=UV_BIN).items()}
+    target = f"--python {shlex.quote(venv)}/bin/python"
+    if with_uv:
+        install = f"{UV_BIN} pip install --no-config --quiet --system-certs --no-cache {target}"
+        uninstall = f"{UV_BIN} pip uninstall --no-config {target}"
+    else:
+        install, uninstall = f"{shlex.quote(venv)}/bin/pip install --quiet", f"{shlex.quote(venv)}/bin/pip uninstall --yes"
+    yield from ensure_packages(
+        host, [info for info in map(PkgInfo.from_pep508, packages) if info], current, True,
+        install_command=install, uninstall_command=uninstall, upgrade_command=f"{install} --upgrade", latest=False,
+    )
+
+
 @deploy("Galaxy")
 def install_galaxy(cluster: Cluster) -> None:
     galaxy = cluster.galaxy
     if galaxy is None or host.name != galaxy.host.inventory_name:
         return
     owner = {"user": galaxy.user, "group": galaxy.user}
+    # Before any Galaxy file changes, after slurm.conf (a partition added in this run exists).
+    destinations_schedulable(name="Slurm would start every destination's jobs (sbatch --test-only, partition MaxTime)",
+                             galaxy=galaxy)
     apt.packages(name="Python venv and supervisor", packages=["python3-venv", "supervisor"], no_recommends=True)
     for path, mode in ((galaxy.config_dir, "0750"), (galaxy.data_dir, "0755"), (galaxy.log_dir, "0750")):
         files.directory(name=f"Galaxy directory {path}", path=path, mode=mode, **owner)
     venv_rebuilt_if_stale(name=f"A venv made by another Python moved aside, to be rebuilt ({galaxy.venv})",
                           venv=galaxy.venv, rebuild=galaxy.rebuild_venv)
-    packages = pip.packages(
-        name=f"Galaxy {galaxy.version if galaxy.install else '(kept)'} and DRMAA Python in {galaxy.venv}, as {galaxy.user}",
+    venv_packages(name=f"uv in the deploy's own venv {VERIFY_VENV}", venv=VERIFY_VENV, packages=[UV], with_uv=False)
+    packages = venv_packages(
+        name=f"Galaxy {galaxy.version if galaxy.install else '(kept)'} and DRMAA Python in {galaxy.venv}, as {galaxy.user} (uv)",
+        venv=galaxy.venv,
         packages=galaxy.pip_packages,
-        virtualenv=galaxy.venv,
-        # The host's python3: a Python the galaxy user (and every compute node) can run.
-        virtualenv_kwargs={"venv": True, "python": "/usr/bin/python3"},
         _su_user=galaxy.user,
         _su_shell="/bin/sh",
     )
@@ -185,12 +216,14 @@ def install_galaxy(cluster: Cluster) -> None:
     bootstrap = bootstrap_needed(galaxy)
     galaxy_yml = config_file(
         name="galaxy.yml (holds Galaxy's secrets)" + (" with the bootstrap admin API key, for this run only" if bootstrap else ""),
-        content=render("galaxy.yml.j2", galaxy=galaxy, secrets=secret_values, bootstrap=bootstrap),
+        content=render("galaxy.yml.j2", galaxy=galaxy, secrets=secret_values, bootstrap=bootstrap,
+                       tool_configs=tool_config_files(galaxy)),
         dest=galaxy.galaxy_yml,
         mode="0600",
         secret=True,
         **owner,
     )
+    tools = verification_tool_files(galaxy, owner)
     job_conf = config_file(
         name="job_conf.xml (checked before it replaces the live file)",
         content=build_job_conf(galaxy),
@@ -208,18 +241,19 @@ def install_galaxy(cluster: Cluster) -> None:
     systemd.service(name="supervisor enabled and running", service="supervisor", running=True, enabled=True)
 
     ready, broken = galaxy_ready(galaxy, SUPERVISOR_GROUP)
-    restart_all = any_changed(packages, secrets_file, galaxy_yml)
+    restart_all = any_changed(packages, secrets_file, galaxy_yml, *tools)
 
     def apply_changes() -> str:
         """`update` rereads galaxy.conf and restarts the programs whose section changed,
         environment included (a plain `restart` keeps the old environment). Programs it
         starts for the first time already read the new files: no second start."""
         first_start = "no such" in run(f"supervisorctl status {SUPERVISOR_GROUP}:web")[1]
-        steps = ["supervisorctl update"] if supervisor_conf.did_change() else []
+        steps = [create_database_command(galaxy)] if first_start or galaxy.database.switching else []
+        steps += ["supervisorctl update"] if supervisor_conf.did_change() else []
         if not first_start and restart_all():
             steps.append(f"supervisorctl restart '{SUPERVISOR_GROUP}:*'")
         elif not first_start and job_conf.did_change():
-            steps.append("supervisorctl restart " + " ".join(f"{SUPERVISOR_GROUP}:{h}" for h in galaxy.handler_names))
+            steps.append(handlers_restart(galaxy, SUPERVISOR_GROUP))
         return " && ".join(steps) or "true"
 
     restart_checked(
@@ -230,14 +264,32 @@ def install_galaxy(cluster: Cluster) -> None:
         configs=[SUPERVISOR_CONF, galaxy.galaxy_yml, galaxy.job_conf],
         log=f"{galaxy.log_dir}/{galaxy.handler_names[0]}.log",
         what="Galaxy",
-        timeout=240,
+        timeout=GALAXY_START_TIMEOUT,
         settle=0,
-        _if=any_changed(supervisor_conf, packages, secrets_file, galaxy_yml, job_conf),
+        _if=any_changed(supervisor_conf, packages, secrets_file, galaxy_yml, job_conf, *tools),
     )
     galaxy_answers(name="Galaxy answers its API and its handlers run", galaxy=galaxy, group=SUPERVISOR_GROUP)
     install_verification_tools()
     if bootstrap:
         _retire_bootstrap_key(galaxy, secret_values, owner)
+
+
+# Galaxy's own database creation (what its scripts/create_db.py does): creates the tables of an
+# empty database, leaves a current one as it is, refuses an outdated one (as Galaxy's start would).
+CREATE_DATABASE = (
+    "from galaxy.model.migrations import verify_databases_via_script as verify; "
+    "from galaxy.model.migrations.scripts import get_configuration_from_file as config; "
+    "gxy, tsi, auto = config({root!r}, {galaxy_yml!r}); verify(gxy, tsi, auto)"
+)
+
+
+def create_database_command(galaxy: Galaxy) -> str:
+    """Galaxy's database made by one process, as the galaxy user, before its programs start: web and
+    handlers started together on an empty database each create the tables, and all but one fail
+    (PostgreSQL: UniqueViolation on pg_type; supervisor restarts them; seen on the lab's first start)."""
+    code = CREATE_DATABASE.format(root=galaxy.root, galaxy_yml=galaxy.galaxy_yml)
+    return (f"cd {shlex.quote(galaxy.root)} && runuser -u {shlex.quote(galaxy.user)} -- "
+            f"{shlex.quote(galaxy.venv)}/bin/python -c {shlex.quote(code)}")
 
 
 def bootstrap_needed(galaxy: Galaxy) -> bool:
@@ -255,7 +307,8 @@ def _retire_bootstrap_key(galaxy: Galaxy, secret_values: dict, owner: dict) -> N
                     command=verify_command(galaxy, "--bootstrap", "--accounts-only"))
     final = config_file(
         name="galaxy.yml without the bootstrap admin API key (the admin's own key is kept, 0600 root)",
-        content=render("galaxy.yml.j2", galaxy=galaxy, secrets=secret_values, bootstrap=False),
+        content=render("galaxy.yml.j2", galaxy=galaxy, secrets=secret_values, bootstrap=False,
+                       tool_configs=tool_config_files(galaxy)),
         dest=galaxy.galaxy_yml,
         mode="0600",
         secret=True,
@@ -270,8 +323,50 @@ def _retire_bootstrap_key(galaxy: Galaxy, secret_values: dict, owner: dict) -> N
         configs=[galaxy.galaxy_yml],
         log=f"{galaxy.log_dir}/{galaxy.handler_names[0]}.log",
         what="Galaxy",
-        timeout=240,
+        timeout=GALAXY_START_TIMEOUT,
         settle=0,
         _if=final.did_change,
     )
     galaxy_answers(name="Galaxy answers without the bootstrap key", galaxy=galaxy, group=SUPERVISOR_GROUP)
+
+
+def verification_tool_dir(galaxy: Galaxy) -> str:
+    return f"{galaxy.config_dir}/pgs-verify-tools"
+
+
+def tool_config_files(galaxy: Galaxy) -> list[str]:
+    """galaxy.yml's tool_config_file when the verification has tools of its own (else [] and
+    Galaxy's default stays): the admin's (galaxy_config_extra), or Galaxy's default (config/tool_conf.xml
+    if it exists, else the sample in the venv), then the verification's tool_conf.xml."""
+    if not verification_tools(galaxy):
+        return []
+    given = galaxy.config_extra.get("tool_config_file")
+    if given:
+        base = [path.strip() for path in given.split(",")] if isinstance(given, str) else list(given)
+    elif host.get_fact(File, path=f"{galaxy.config_dir}/tool_conf.xml"):
+        base = [f"{galaxy.config_dir}/tool_conf.xml"]
+    else:
+        python = host.get_fact(PythonVenv, path=galaxy.venv).host_python
+        base = [f"{galaxy.venv}/lib/python{python}/site-packages/galaxy/config/sample/tool_conf.xml.sample"]
+    return base + [f"{verification_tool_dir(galaxy)}/tool_conf.xml"]
+
+
+def verification_tool_files(galaxy: Galaxy, owner: dict) -> list:
+    """The verification's tool for each further Slurm destination, and their tool_conf.xml."""
+    verification = verification_tools(galaxy)
+    if not verification:
+        return []
+    directory = verification_tool_dir(galaxy)
+    changes = [files.directory(name="Directory of the verification's tools", path=directory, mode="0755", **owner)]
+    for destination_id, tool_id in verification:
+        changes.append(config_file(
+            name=f"Verification tool {tool_id} (job_conf.xml maps it to destination {destination_id})",
+            content=render("galaxy-verify-tool.xml.j2", tool_id=tool_id, destination=destination_id),
+            dest=f"{directory}/{tool_id}.xml", mode="0644", **owner,
+        ))
+    changes.append(config_file(
+        name="tool_conf.xml of the verification's tools (hidden from the tool panel)",
+        content=render("galaxy-verify-tool-conf.xml.j2", tools=verification, directory=directory),
+        dest=f"{directory}/tool_conf.xml", mode="0644", **owner,
+    ))
+    return changes

@@ -8,6 +8,7 @@ configuration never replaces the live file.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,14 @@ HANDLER_POOL = "job-handlers"
 def runner_plugins(job_runner: str) -> dict[str, str]:
     """Plugin id -> runner class: "slurm" is the DRMAA or the CLI runner (`job_runner`), as chosen."""
     return {"local": RUNNER_PLUGINS["local"], "slurm": RUNNER_PLUGINS[job_runner]}
+
+
+def verification_tools(galaxy: Galaxy) -> list[tuple[str, str]]:
+    """[(destination id, tool id)]: the deploy's verification tool mapped to each Slurm destination
+    but the default (whose jobs the verification's upload proves). Galaxy picks a destination per
+    tool (job_conf.xml <tools>), so a job through a given destination needs a tool of its own."""
+    return [(d.id, f"pgs_verify_{re.sub(r'[^A-Za-z0-9_]', '_', d.id)}") for d in galaxy.destinations
+            if d.runner == "slurm" and d.id != galaxy.default_destination]
 
 
 def build_job_conf(galaxy: Galaxy) -> bytes:
@@ -55,6 +64,11 @@ def build_job_conf(galaxy: Galaxy) -> bytes:
                 _param(destination, f"job_{option}", value or "")
         for key, value in spec.params.items():
             _param(destination, key, value)
+    verification = verification_tools(galaxy)
+    if verification:
+        tools = etree.SubElement(root, "tools")
+        for destination_id, tool_id in verification:
+            etree.SubElement(tools, "tool", id=tool_id, destination=destination_id)
     return etree.tostring(root, pretty_print=True, xml_declaration=True, encoding="UTF-8")
 
 

@@ -95,6 +95,7 @@ DRMAA_SHORT_OPTIONS = {  # letter -> the long option it stands for
     "L": "licenses", "M": "clusters",
 }
 DRMAA_SHORT_FLAGS = frozenset("ks")
+DRMAA_SHORT_FLAG_NAMES = {"k": "no-kill", "s": "share"}
 # Values slurm-drmaa reads with fsd_atoi (a whole number, nothing after it); sizes are in MB.
 DRMAA_NUMBERS = frozenset({"cpus-per-task", "mem", "mem-per-cpu", "mincpus", "ntasks-per-node", "ntasks", "tmp"})
 DRMAA_MEGABYTES = frozenset({"mem", "mem-per-cpu", "tmp"})
@@ -113,6 +114,16 @@ def native_specification_problems(spec: str, job_runner: str) -> list[str]:
 
 def drmaa_native_specification_problems(spec: str) -> list[str]:
     """What slurm-drmaa 1.1.6 would refuse in `spec` (each with the accepted form), or []."""
+    return parse_drmaa_options(spec)[1]
+
+
+def parse_drmaa_options(spec: str) -> tuple[list[tuple[str, str | None]], list[str]]:
+    """slurm-drmaa's reading of `spec`: ([(long option name, value or None for a flag)], problems).
+
+    Short options come back under the long name they stand for (`-t 1:30` -> ("time", "1:30"));
+    values as written, in slurm-drmaa's units (times H:MM[:SS], sizes in MB).
+    """
+    options: list[tuple[str, str | None]] = []
     problems = []
     words = spec.split()
     index = 0
@@ -123,17 +134,18 @@ def drmaa_native_specification_problems(spec: str) -> list[str]:
             if name not in DRMAA_LONG_OPTIONS:
                 problems.append(f"--{name} is not an option slurm-drmaa knows (it knows: {', '.join(sorted(DRMAA_LONG_OPTIONS))})")
             elif name in DRMAA_FLAGS:
-                pass
+                options.append((name, None))
             elif not has_value:
                 given = f" {words[index + 1]}" if index + 1 < len(words) and not words[index + 1].startswith("-") else ""
                 problems.append(f"--{name}{given}: slurm-drmaa needs long options as --{name}=VALUE")
                 index += 1 if given else 0
             else:
+                options.append((name, value))
                 problems.extend(_drmaa_value_problems(f"--{name}=", name, value))
         elif re.fullmatch(r"-[A-Za-z]", word):
             letter = word[1]
             if letter in DRMAA_SHORT_FLAGS:
-                pass
+                options.append((DRMAA_SHORT_FLAG_NAMES[letter], None))
             elif letter not in DRMAA_SHORT_OPTIONS:
                 problems.append(f"-{letter} is not an option slurm-drmaa knows")
                 index += 1 if index + 1 < len(words) and not words[index + 1].startswith("-") else 0
@@ -141,13 +153,14 @@ def drmaa_native_specification_problems(spec: str) -> list[str]:
                 problems.append(f"-{letter} needs a value (-{letter} VALUE)")
             else:
                 index += 1
+                options.append((DRMAA_SHORT_OPTIONS[letter], words[index]))
                 problems.extend(_drmaa_value_problems(f"-{letter} ", DRMAA_SHORT_OPTIONS[letter], words[index]))
         elif re.fullmatch(r"-[A-Za-z].+", word):
             problems.append(f"{word}: slurm-drmaa needs a short option and its value as two words: {word[:2]} {word[2:]}")
         else:
             problems.append(f"'{word}' is not an option (options start with - or --; slurm-drmaa does not read quotes)")
         index += 1
-    return problems
+    return options, problems
 
 
 def _drmaa_value_problems(prefix: str, name: str, value: str) -> list[str]:
@@ -165,15 +178,61 @@ def _drmaa_value_problems(prefix: str, name: str, value: str) -> list[str]:
 
 
 def _drmaa_time_hint(prefix: str, value: str) -> str:
-    """The H:MM:SS form of a Slurm time (sbatch(1): minutes, D-H, D-H:M, D-H:M:S, M:S, H:M:S)."""
-    match = _SLURM_TIME.fullmatch(value)
-    if not match:
+    """The H:MM:SS form of a Slurm time."""
+    seconds = slurm_time_seconds(value)
+    if seconds is None:
         return ""
+    return f": {prefix}{hms(seconds)}"
+
+
+def slurm_time_seconds(value: str) -> int | None:
+    """Seconds of a Slurm time as sbatch(1) --time reads it (minutes, M:S, H:M:S, D-H, D-H:M,
+    D-H:M:S) and scontrol prints MaxTime; None for UNLIMITED/INFINITE or an unreadable value."""
+    match = _SLURM_TIME.fullmatch(value.strip())
+    if not match:
+        return None
     days, first, second, third = (int(part) if part else None for part in match.groups())
     if days is None and second is None:  # minutes
-        hours, minutes, seconds = divmod(first, 60) + (0,)
-    elif days is None and third is None:  # minutes:seconds
-        hours, minutes, seconds = first // 60, first % 60, second
-    else:
-        hours, minutes, seconds = (days or 0) * 24 + first, second or 0, third or 0
-    return f": {prefix}{hours}:{minutes:02d}:{seconds:02d}"
+        return first * 60
+    if days is None and third is None:  # minutes:seconds
+        return first * 60 + second
+    return ((days or 0) * 24 + first) * 3600 + (second or 0) * 60 + (third or 0)
+
+
+def hms(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+# slurm-drmaa's names that sbatch spells otherwise.
+DRMAA_TO_SBATCH = {"job_name": "job-name", "time_limit": "time", "share": "oversubscribe"}
+
+
+def sbatch_arguments(spec: str | None, job_runner: str) -> list[str]:
+    """What a destination's native specification asks of Slurm, as sbatch arguments
+    (for `sbatch --test-only`); `spec` is one the model accepted for `job_runner`.
+
+    drmaa: slurm-drmaa's names become sbatch's (--job_name -> --job-name, --time_limit
+    -> --time, -s/--share -> --oversubscribe) and its times H:MM[:SS], hours first,
+    become H:MM:SS (sbatch would read `1:30` as 1 minute 30 seconds). cli: the options
+    as the CLI runner's Slurm plugin writes them (#SBATCH lines).
+    """
+    if not spec:
+        return []
+    arguments = []
+    if job_runner == "drmaa":
+        for name, value in parse_drmaa_options(spec)[0]:
+            name = DRMAA_TO_SBATCH.get(name, name)
+            if value is not None and name == "time":
+                hours, minutes, seconds = (value.split(":") + ["0"])[:3]
+                value = hms(int(hours) * 3600 + int(minutes) * 60 + int(seconds))
+            arguments.append(f"--{name}" if value is None else f"--{name}={value}")
+        return arguments
+    for option, value in parse_sbatch_options(spec)[0]:
+        if value is None:
+            arguments.append(option)
+        elif option.startswith("--"):
+            arguments.append(f"{option}={value}")
+        else:
+            arguments += [option, value]
+    return arguments

@@ -191,19 +191,29 @@ def restart_checked(restart, healthy: str, configs: list[str], log: str, what: s
     if on_failure:
         on_failure(failure_log)
         return
-    backups = [path for path in configs if run(f"test -e {shlex.quote(backup_of(path))}")[0]]
     if on_rollback:
         on_rollback()
+    yield from rolled_back(restart, healthy, configs, what, "did not come back", failure_log, timeout=timeout,
+                           settle=settle, broken=broken)
+
+
+def rolled_back(restart: str, healthy: str, configs: list[str], what: str, why: str, evidence: str,
+                timeout: int = 60, settle: float = 3, broken: str | None = None):
+    """Commands (for an operation to yield) that put back this run's backups of `configs`,
+    run `restart` again, wait until `healthy`, and fail the host saying what was restored,
+    why (`what` `why`: "Galaxy did not come back") and with `evidence` (a log tail, a report).
+    With no backup (this run replaced none of `configs`) they only fail."""
+    backups = [path for path in configs if run(f"test -e {shlex.quote(backup_of(path))}")[0]]
     if not backups:
         replaced = f", and this run replaced none of its configuration ({', '.join(configs)})" if configs else ""
-        yield fail(f"{what} is not healthy after its restart{replaced}:\n{failure_log}")
+        yield fail(f"{what} {why}{replaced}:\n{evidence}")
         return
     yield StringCommand(" && ".join(f"cp -p {shlex.quote(backup_of(p))} {shlex.quote(p)}" for p in backups))
     yield StringCommand(f"{restart} || true")
     recovered = wait_until(healthy, timeout, settle, broken)
     state = "it runs again with the previous configuration" if recovered else "it is STILL DOWN with the previous one too"
     yield fail(
-        f"{what} did not come back after this run changed {', '.join(backups)}; restored the previous "
+        f"{what} {why} after this run changed {', '.join(backups)}; restored the previous "
         f"version{'s' if len(backups) > 1 else ''} (the new one is gone; the old is also kept as *{BACKUP_SUFFIX}) "
-        f"and restarted: {state}. Fix the inventory and re-run. Log before the rollback:\n{failure_log}"
+        f"and restarted: {state}. Fix the inventory and re-run. Before the rollback:\n{evidence}"
     )

@@ -21,7 +21,12 @@ only after the rollback.
 
 On every host the configuration is in place before the daemon packages are
 installed, so their first start has it (Debian 13's slurmd otherwise hangs 90 s
-and fails). Every host runs the same sequence of operations (role-specific ones
+and fails), and a daemon that started after its files were written is checked,
+not restarted (`started_after`). On a first install (`first_install`: no host
+has Slurm, so no daemon runs and nothing can be disturbed) every host takes its
+files and packages at once with the controller, and every daemon is checked in
+the same operation as slurmctld; a rejected first configuration fails the run
+as before. Every host runs the same sequence of operations (role-specific ones
 are skipped with `_if`): pyinfra orders operations across hosts by each host's
 sequence, and this is what makes "controller first" hold.
 """
@@ -41,7 +46,10 @@ from pyinfra.operations import apt, files, systemd
 from tasks.common import project_file, render
 from tasks.model import Cluster
 from tasks.operations import backup_of, config_absent, config_file, fail, restart_checked, restore_commands, run, wait_until
-from tasks.platform import ACCOUNTING_STORAGE_TYPE, CGROUP_CONF, NODE_ATTRIBUTES, NODES_ADDED_OR_REMOVED, PACKAGES_BY_ROLE, PARTITIONS, Platform
+from tasks.platform import (
+    ACCOUNTING_STORAGE_TYPE, CGROUP_CONF, NODE_ATTRIBUTES, NODES_ADDED_OR_REMOVED, PACKAGES_ALL, PACKAGES_BY_ROLE, PARTITIONS,
+    Platform,
+)
 from tasks.verify import report
 
 
@@ -162,6 +170,29 @@ def packages_for(roles: frozenset[str]) -> list[str]:
     return sorted({package for role in roles for package in PACKAGES_BY_ROLE[role]})
 
 
+def first_install(cluster: Cluster) -> bool:
+    """No host has Slurm yet and every host answered: no daemon runs anywhere, so the
+    controller-first order (which keeps a bad slurm.conf from running daemons) guards
+    nothing, and every host can take its files and packages at once."""
+    return all(h.reachable and not h.platform.slurm_installed for h in cluster.hosts)
+
+
+def munge_with_slurm(cluster: Cluster) -> bool:
+    """A first install without accounting: munge comes in the Slurm packages' apt run (tasks.munge).
+    With accounting, slurmdbd (installed before this layer) needs munged first."""
+    return first_install(cluster) and getattr(cluster, "accounting", None) is None
+
+
+def started_after(daemon: str, configs: list[str]) -> str:
+    """A shell test: `daemon` is active and its process started after every one of
+    `configs` was last written (whole seconds, strictly later), so it runs them:
+    a restart would change nothing (a first install: the package started it)."""
+    paths = " ".join(shlex.quote(p) for p in configs)
+    return (f"systemctl is-active --quiet {daemon} && "
+            f"started=$(date -d \"$(systemctl show -p ExecMainStartTimestamp --value {daemon})\" +%s) && "
+            f"written=$(stat -c %Y {paths} 2>/dev/null | sort -n | tail -n 1) && [ \"$started\" -gt \"${{written:-0}}\" ]")
+
+
 @deploy("Slurm")
 def install_slurm(cluster: Cluster) -> None:
     me = cluster.host(host.name)
@@ -169,25 +200,37 @@ def install_slurm(cluster: Cluster) -> None:
     is_compute = "compute" in me.roles
     config_dir = me.platform.config_dir
     written = Written([f"{config_dir}/slurm.conf", f"{config_dir}/cgroup.conf"])
+    # A first install: every host in the controller's wave, its slurmd checked beside slurmctld.
+    fresh = first_install(cluster)
+    in_first_wave = is_controller or fresh
+    slurmd_with_controller = fresh and is_compute and not is_controller
 
-    def on_controller() -> bool:
-        return is_controller
+    def first_wave() -> bool:
+        return in_first_wave
 
     def follows_controller() -> bool:
-        return not is_controller and Rollout.accepted()
+        return not in_first_wave and Rollout.accepted()
 
     def controller_changed() -> bool:
         return bool(Rollout.controller_changed)
 
     files.directory(name="Slurm configuration directory", path=config_dir, user="root", group="root", mode="0755")
 
-    # 1. The controller: configuration, packages, slurmctld; how to apply a change.
-    _configuration(cluster, config_dir, "on the controller first", on_controller, written)
-    apt.packages(name="Install the controller's Slurm packages", packages=packages_for(frozenset({"controller"})),
-                 no_recommends=True, _if=on_controller)
-    _owned_dir("Slurm log directory", PATHS.log_dir, _if=on_controller)
-    _owned_dir("slurmctld state directory", PATHS.state_save, _if=on_controller)
-    systemd.service(name="slurmctld enabled and running", service="slurmctld", running=True, enabled=True, _if=on_controller)
+    # 1. The controller (every host on a first install): configuration, packages, slurmctld;
+    # how to apply a change.
+    _configuration(cluster, config_dir, "on the controller first", first_wave, written)
+    apt.packages(name="Install the controller's Slurm packages (every host's on a first install; munge too without accounting)",
+                 packages=(sorted({*packages_for(me.roles), *PACKAGES_ALL}) if munge_with_slurm(cluster)
+                           else packages_for(me.roles if fresh else frozenset({"controller"}))),
+                 no_recommends=True, _if=first_wave)
+    if munge_with_slurm(cluster):
+        from tasks.munge import configure_munge  # tasks.munge imports this module
+
+        configure_munge(first_install=True)
+    _owned_dir("Slurm log directory", PATHS.log_dir, _if=lambda: in_first_wave and (is_controller or is_compute))
+    _owned_dir("slurmctld state directory", PATHS.state_save, _if=lambda: is_controller)
+    systemd.service(name="slurmctld enabled and running", service="slurmctld", running=True, enabled=True,
+                    _if=lambda: is_controller)
     decide_how_to_apply(
         name="Decide: scontrol reconfigure, or restarts (by what changed and the Slurm release)",
         platform=oldest_platform(cluster),
@@ -197,18 +240,21 @@ def install_slurm(cluster: Cluster) -> None:
         _if=lambda: is_controller and written.changed(),
     )
     # slurmctld takes it first (a restart, or `scontrol reconfigure` while the other hosts
-    # still have the old files), or it is rolled back there and the run stops.
+    # still have the old files), or it is rolled back there and the run stops. On a first
+    # install every slurmd is checked in the same operation (a failure recorded for the rollback).
     restart_checked(
-        name="slurmctld takes the new configuration first (restart or scontrol reconfigure; rolled back if it does not)",
-        restart=lambda: CONTROLLER_APPLY[Rollout.method],
-        healthy=f"test -e {APPLIED_MARK} && {SLURMCTLD_UP}",
-        broken=f"! test -e {APPLIED_MARK} || systemctl is-failed --quiet slurmctld",
-        configs=written.paths,
-        log=f"{PATHS.log_dir}/slurmctld.log",
-        what="slurmctld",
-        unit="slurmctld",
-        on_rollback=Rollout.reject_controller,
-        _if=lambda: is_controller and written.changed(),
+        **(dict(name="slurmctld takes the new configuration first (restart or scontrol reconfigure; rolled back if it does not)",
+                restart=lambda: controller_apply(Rollout.method, written.paths),
+                healthy=f"test -e {APPLIED_MARK} && {SLURMCTLD_UP}",
+                broken=f"! test -e {APPLIED_MARK} || systemctl is-failed --quiet slurmctld",
+                configs=written.paths,
+                log=f"{PATHS.log_dir}/slurmctld.log",
+                what="slurmctld",
+                unit="slurmctld",
+                on_rollback=Rollout.reject_controller)
+           if is_controller else dict(name="slurmd took its first configuration, beside slurmctld (checked; recorded for the rollback)",
+                                      **_slurmd_restart_arguments(written.paths))),
+        _if=lambda: (is_controller or slurmd_with_controller) and written.changed(),
     )
 
     # 2. Every other host, once slurmctld accepted the configuration.
@@ -221,7 +267,7 @@ def install_slurm(cluster: Cluster) -> None:
         _if=lambda: controller_changed() and is_controller and Rollout.method == "reconfigure",
     )
     apt.packages(name="Install the Slurm packages of this host's roles", packages=packages_for(me.roles),
-                 no_recommends=True, _if=lambda: is_controller or Rollout.accepted())
+                 no_recommends=True, _if=lambda: not fresh and (is_controller or Rollout.accepted()))
     _owned_dir("Slurm log directory", PATHS.log_dir, _if=lambda: is_compute and follows_controller())
     _owned_dir("slurmd spool directory", PATHS.slurmd_spool, _if=lambda: is_compute)
     kill_mode = files.put(name="slurmd restarts never kill running jobs (systemd drop-in: KillMode=process)",
@@ -230,12 +276,10 @@ def install_slurm(cluster: Cluster) -> None:
     systemd.service(name="slurmd enabled and running", service="slurmd", running=True, enabled=True,
                     _if=lambda: is_compute and (is_controller or Rollout.accepted()))
     # Restart path (or this host's own stale files): every slurmd, a failure recorded for the rollback.
-    _checked_restart(
-        "slurmd",
-        healthy="systemctl is-active --quiet slurmd",
-        configs=written.paths,
-        on_failure=lambda _log: Rollout.reject(host.name, _daemon_logs(["slurmd"])),
-        _if=lambda: is_compute and written.changed() and not Rollout.rolling_back()
+    restart_checked(
+        name="Restart slurmd for its changed configuration (checked; rolled back if it does not come back)",
+        **_slurmd_restart_arguments(written.paths),
+        _if=lambda: is_compute and not slurmd_with_controller and written.changed() and not Rollout.rolling_back()
         and (Rollout.method == "restart" or not controller_changed()),
     )
 
@@ -274,11 +318,15 @@ def decide_how_to_apply(platform: Platform, new_conf: str, slurm_conf: str, cgro
 # reconfigure` exits 1); one that died on them (before 23.11) is restarted, so that the
 # rollback's second run of the same command brings it back on the old files.
 APPLIED_MARK = "/run/slurmctld.pgs-applied"
-CONTROLLER_APPLY = {
-    "restart": f"rm -f {APPLIED_MARK}; systemctl restart slurmctld; touch {APPLIED_MARK}",
-    "reconfigure": f"rm -f {APPLIED_MARK}; if scontrol reconfigure; then touch {APPLIED_MARK}; "
-                   f"elif ! {SLURMCTLD_ANSWERS}; then systemctl restart slurmctld && touch {APPLIED_MARK}; fi",
-}
+
+
+def controller_apply(method: str, configs: list[str]) -> str:
+    """slurmctld's first step for `method` ("restart" | "reconfigure"); a restart is left
+    out when slurmctld already started after `configs` were written (`started_after`)."""
+    if method == "restart":
+        return f"rm -f {APPLIED_MARK}; {started_after('slurmctld', configs)} || systemctl restart slurmctld; touch {APPLIED_MARK}"
+    return (f"rm -f {APPLIED_MARK}; if scontrol reconfigure; then touch {APPLIED_MARK}; "
+            f"elif ! {SLURMCTLD_ANSWERS}; then systemctl restart slurmctld && touch {APPLIED_MARK}; fi")
 
 # Node states in which slurmd is not answering slurmctld.
 _NOT_RESPONDING = re.compile(r"\b(DOWN|NOT_RESPONDING|FUTURE|UNKNOWN)", re.IGNORECASE)
@@ -423,18 +471,17 @@ def _configuration(cluster: Cluster, config_dir: str, when: str, condition, writ
     written.metas.extend([slurm_conf, cgroup_conf])
 
 
-def _checked_restart(daemon: str, healthy: str, configs: list[str], _if, on_rollback=None, on_failure=None) -> None:
-    restart_checked(
-        name=f"Restart {daemon} for its changed configuration (checked; rolled back if it does not come back)",
-        restart=f"systemctl restart {daemon}",
-        healthy=healthy,
+def _slurmd_restart_arguments(configs: list[str]) -> dict:
+    """restart_checked's arguments for this host's slurmd: restarted unless it already
+    started after `configs` were written; a failure is recorded for the rollback."""
+    return dict(
+        restart=f"{started_after('slurmd', configs)} || systemctl restart slurmd",
+        healthy="systemctl is-active --quiet slurmd",
         configs=configs,
-        log=f"{PATHS.log_dir}/{daemon}.log",
-        what=daemon,
-        unit=daemon,
-        on_rollback=on_rollback,
-        on_failure=on_failure,
-        _if=_if,
+        log=f"{PATHS.log_dir}/slurmd.log",
+        what="slurmd",
+        unit="slurmd",
+        on_failure=lambda _log: Rollout.reject(host.name, _daemon_logs(["slurmd"])),
     )
 
 

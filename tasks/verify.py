@@ -13,20 +13,23 @@ import shlex
 import time
 from dataclasses import dataclass
 
+from lxml import etree
 from pyinfra import host, logger
 from pyinfra.api import deploy, operation
 from pyinfra.operations import files, pip
 
 from tasks.accounting import cluster_registered
 from tasks.common import project_file
+from tasks.jobconf import build_job_conf, verification_tools
 from tasks.model import Cluster, Galaxy
-from tasks.operations import fail, log_tail, run, wait_until
+from tasks.operations import fail, log_tail, rolled_back, run, wait_until
 
 SHARE_DIR = "/usr/local/share/pyinfra-galaxy-slurm"
 VERIFY_SCRIPT = f"{SHARE_DIR}/slurm-verify.sbatch"
 GALAXY_VERIFY_SCRIPT = f"{SHARE_DIR}/galaxy-verify.py"
 JOB_TIMEOUT = 120
-GALAXY_START_TIMEOUT = 240
+# Measured: a first start on a new SQLite database took 4 min with the 2 cores shared by 5 labs (30 s alone).
+GALAXY_START_TIMEOUT = 480
 # The Galaxy check runs bioblend from a venv of the deploy's own (Galaxy's venv stays Galaxy's).
 VERIFY_VENV = f"{SHARE_DIR}/venv"
 BIOBLEND = "bioblend==1.9.0"  # pyinfra's pip.packages compares one exact version: a range would reinstall every run
@@ -44,7 +47,7 @@ SCHEDULE_WAIT = 10  # past CAPACITY_WAIT, for slurmctld to start or rank the tes
 STEP_WAIT = 30  # for a step of a running test job, and for a cancelled job to leave the queue
 IMMEDIATE = 5  # srun --immediate: a CPU seen free a moment ago may be taken; look again after this
 LOG_EVERY = 10  # a longer wait says what it waits for this often
-POLL = 1
+POLL = 0.25  # a test job starts and ends within a fraction of a second: a 1 s poll doubled the check
 ACCOUNTING_WAIT = 30  # for a finished job's record to reach slurmdbd and sacct
 # Everything the verification submits carries this name (squeue --name=pgs-verify).
 VERIFY_JOB_NAME = "pgs-verify"
@@ -453,10 +456,27 @@ def galaxy_answers(galaxy: Galaxy, group: str):
                + "\n".join(map(log_tail, logs)))
 
 
+def destination_params(galaxy: Galaxy, destination_id: str) -> dict[str, str]:
+    """The params job_conf.xml gives a destination (its Slurm options: nativeSpecification for
+    the DRMAA runner, job_<option> for the CLI one), read from the file the deploy writes."""
+    root = etree.fromstring(build_job_conf(galaxy))
+    destination = next(d for d in root.iterfind("destinations/destination") if d.get("id") == destination_id)
+    return {param.get("id"): param.text or "" for param in destination.iterfind("param")}
+
+
+def handlers_restart(galaxy: Galaxy, group: str) -> str:
+    """The command that restarts Galaxy's job handlers (they read job_conf.xml at start)."""
+    return "supervisorctl restart " + " ".join(f"{group}:{name}" for name in galaxy.handler_names)
+
+
 @operation(is_idempotent=True)
-def galaxy_job_through_slurm(command: str, compute_nodes: list[str], expected_user: str, accounting: bool = False):
+def galaxy_job_through_slurm(command: str, compute_nodes: list[str], expected_user: str, galaxy: Galaxy,
+                             group: str, accounting: bool = False):
     """A Galaxy upload job ran through Slurm on a compute node, as the galaxy user; or, on
-    a full cluster, it waits in Slurm (PENDING for CPUs) and was withdrawn (see galaxy-verify.py)."""
+    a full cluster, it waits in Slurm (PENDING for CPUs) and was withdrawn (see galaxy-verify.py).
+
+    When it failed and this run replaced job_conf.xml, the previous one is put back and the
+    handlers restarted (like slurm.conf after slurmctld refused it); the run fails saying so."""
     if not host.state.is_executing:
         return
     ok, output = run(command, timeout=600)
@@ -471,9 +491,31 @@ def galaxy_job_through_slurm(command: str, compute_nodes: list[str], expected_us
         problems.append(f"the Slurm job ran as {result['slurm_user']}, not {expected_user}")
     problems += _galaxy_job_accounted(result) if accounting and not problems else []
     if problems:
-        yield fail("Galaxy upload job through Slurm failed: " + "; ".join(problems) + f"\n{json.dumps(result, indent=1)}")
+        ready, broken = galaxy_ready(galaxy, group)
+        yield from rolled_back(
+            handlers_restart(galaxy, group), ready, [galaxy.job_conf], "Galaxy's job configuration",
+            "failed its verification (a Galaxy job through Slurm did not end ok) and is rolled back",
+            "Galaxy upload job through Slurm failed: " + "; ".join(problems) + f"\n{json.dumps(result, indent=1)}",
+            timeout=GALAXY_START_TIMEOUT, settle=0, broken=broken,
+        )
         return
     report(galaxy_report_line(result))
+    for line in destination_report_lines(result):
+        report(line)
+
+
+def destination_report_lines(result: dict) -> list[str]:
+    """One line per further destination's job (galaxy-verify.py's report["destinations"][1:])."""
+    lines = []
+    for job in result.get("destinations", [])[1:]:
+        where = f"Galaxy job {job['galaxy_job_id']} (tool {job['tool']}) = Slurm job {job.get('slurm_job_id')}"
+        if job.get("busy"):
+            lines.append(f"destination {job['destination']}: {where} PENDING ({job.get('pending_reason')}): the cluster "
+                         "is full, Galaxy reaches Slurm; withdrawn")
+        else:
+            lines.append(f"destination {job['destination']}: {where} on {job.get('node')}, partition {job.get('partition')}, "
+                         f"time limit {job.get('time_limit')}: {job.get('slurm_state')}, dataset ok in {job.get('seconds_to_ok')} s")
+    return lines
 
 
 def _galaxy_job_accounted(result: dict) -> list[str]:
@@ -490,7 +532,8 @@ def _galaxy_job_accounted(result: dict) -> list[str]:
 
 def galaxy_report_line(result: dict) -> str:
     """The line an admin reads, from galaxy-verify.py's JSON report."""
-    job = (f"Galaxy job {result['galaxy_job_id']} (runner {result['runner']}, handler {result['handler']}) "
+    where = f"destination {result['destination']}, " if result.get("destination") else ""
+    job = (f"Galaxy job {result['galaxy_job_id']} ({where}runner {result['runner']}, handler {result['handler']}) "
            f"= Slurm job {result['slurm_job_id']} ({result['slurm_job_name']})")
     user = f"Galaxy user {result['user']} ({result['user_key']}), verification {result['seconds']} s"
     if result.get("busy"):
@@ -530,14 +573,28 @@ def verify_galaxy(cluster: Cluster) -> None:
         # Slurm may place the job on a node it does not yet know is gone.
         logger.warning(f"Galaxy job verification skipped: {', '.join(cluster.unreachable_hosts)} unreachable")
         return
-    command = verify_command(galaxy)
+    tool_destinations = [[destination_id, tool_id, destination_params(galaxy, destination_id)]
+                         for destination_id, tool_id in verification_tools(galaxy)]
+    command = verify_command(
+        galaxy, f"--destination {shlex.quote(galaxy.default_destination)}",
+        f"--destination-params {shlex.quote(json.dumps(destination_params(galaxy, galaxy.default_destination)))}",
+        f"--tool-destinations {shlex.quote(json.dumps(tool_destinations))}",
+    )
     galaxy_job_through_slurm(
         name="A Galaxy upload job runs through Slurm (or waits in Slurm on a full cluster)",
         command=command,
         compute_nodes=cluster.reachable_nodes,
         expected_user=galaxy.user,
+        galaxy=galaxy,
+        group=supervisor_group(),
         accounting=cluster.accounting is not None,
     )
+
+
+def supervisor_group() -> str:
+    from tasks.galaxy import SUPERVISOR_GROUP  # tasks.galaxy imports this module
+
+    return SUPERVISOR_GROUP
 
 
 def install_verification_tools() -> None:

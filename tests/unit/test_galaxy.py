@@ -9,7 +9,7 @@ import yaml
 from lxml import etree
 
 from tasks.common import render
-from tasks.galaxy import nfs_exports_line
+from tasks.galaxy import create_database_command, nfs_exports_line
 from tasks.jobconf import build_job_conf, check_job_conf
 from tasks.native_specification import parse_sbatch_options
 from tasks.model import ClusterConfigError, build_cluster
@@ -256,3 +256,10 @@ def test_pip_packages():
                                         "psycopg2-binary"]
     assert galaxy_of(galaxy_install=False).pip_packages == ["fissix", "drmaa", "psycopg2-binary"]
     assert galaxy_of(galaxy_database="sqlite", galaxy_handlers=1).pip_packages[-1] == "drmaa"
+
+
+def test_galaxy_database_is_created_by_one_process_as_galaxy():
+    galaxy = build_cluster(small_cluster(1, galaxy={"galaxy_root": "/data/gx", "galaxy_user": "gx"}), {}).galaxy
+    command = create_database_command(galaxy)
+    assert command.startswith("cd /data/gx && runuser -u gx -- /data/gx/venv/bin/python -c ")
+    assert "/data/gx/config/galaxy.yml" in command and "verify_databases_via_script" in command
