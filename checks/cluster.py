@@ -31,6 +31,8 @@ from tasks.model import (
     COMPUTE_GROUP, CONTROLLER_GROUP, GALAXY_GROUP, Cluster, ClusterConfigError, HostFacts, InventoryHost, build_cluster,
     parse_node_lines,
 )
+from tasks.model.accounting import DBD_GROUP
+from tasks.model.settings import CLUSTER, read
 
 ROLES = {"controller": CONTROLLER_GROUP, "compute": COMPUTE_GROUP, "galaxy": GALAXY_GROUP}
 SSH_TIMEOUT = 10  # seconds to connect to a host
@@ -142,7 +144,16 @@ class CheckedCluster:
     def with_role(self, role: str) -> list[CheckedHost]:
         if role == "galaxy" and not self.settings.get("deploy_galaxy", True):
             return []
+        if role == "slurmdbd":
+            return self.slurmdbd_hosts()
         return self.hosts_in_group(role)
+
+    def slurmdbd_hosts(self) -> list[CheckedHost]:
+        """slurmdbd's host, as tasks/model/accounting.py chooses it: the `slurm_dbd` group's,
+        else the controller; none when slurm_accounting is off (the settings' default applies)."""
+        if not read(self.settings, CLUSTER)["slurm_accounting"]:
+            return []
+        return ([h for h in self.hosts if DBD_GROUP in h.groups] or self.hosts_in_group("controller"))[:1]
 
     def hosts_in_group(self, role: str) -> list[CheckedHost]:
         """The hosts of a role's group, whether or not the role is deployed."""
@@ -175,6 +186,11 @@ def _facts(checked: CheckedHost) -> HostFacts | None:
         return None
 
 
+def listening_tcp_ports(host: testinfra.host.Host) -> set[int]:
+    """The TCP ports something listens on, on any address (IPv4 or IPv6)."""
+    return {int(spec.rsplit(":", 1)[1]) for spec in host.socket.get_listening_sockets() if spec.startswith("tcp")}
+
+
 def odd_ones_out(values: Mapping[str, str], reference_host: str | None = None) -> tuple[str, list[str]]:
     """The value most hosts have (ties: the reference host's) and the hosts that have
     another: with one host edited, it is that host that differs, not the rest."""
@@ -185,4 +201,5 @@ def odd_ones_out(values: Mapping[str, str], reference_host: str | None = None) -
     return reference, sorted(name for name, value in values.items() if value != reference)
 
 
-__all__ = ["CheckedCluster", "CheckedHost", "ClusterConfigError", "Connection", "load_inventory", "odd_ones_out"]
+__all__ = ["CheckedCluster", "CheckedHost", "ClusterConfigError", "Connection", "listening_tcp_ports", "load_inventory",
+           "odd_ones_out"]

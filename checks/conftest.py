@@ -22,7 +22,8 @@ from pyinfra_cli.util import parse_cli_arg
 from checks.cluster import CheckedCluster, CheckedHost, ClusterConfigError, load_inventory
 
 # Fixture name -> the role whose hosts it runs over ("all": every host).
-HOST_FIXTURES = {"cluster_host": "all", "controller_host": "controller", "compute_host": "compute", "galaxy_host": "galaxy"}
+HOST_FIXTURES = {"cluster_host": "all", "controller_host": "controller", "compute_host": "compute", "galaxy_host": "galaxy",
+                 "dbd_host": "slurmdbd"}
 _RESULTS: list[tuple[str, str, str, str]] = []  # (host, check, outcome, reason) for the summary
 
 
@@ -72,8 +73,16 @@ def pytest_generate_tests(metafunc):
             if hosts:
                 metafunc.parametrize(fixture, hosts, ids=[h.name for h in hosts])
             else:  # one skipped line, not pytest's "empty parameter set"
-                reason = "deploy_galaxy is off" if role == "galaxy" and cluster.hosts_in_group(role) else f"no {role} host"
+                reason = _no_host_reason(cluster, role)
                 metafunc.parametrize(fixture, [pytest.param(None, marks=pytest.mark.skip(reason=reason))], ids=["none"])
+
+
+def _no_host_reason(cluster: CheckedCluster, role: str) -> str:
+    if role == "galaxy" and cluster.hosts_in_group(role):
+        return "deploy_galaxy is off"
+    if role == "slurmdbd" and cluster.hosts_in_group("controller"):
+        return "slurm_accounting is off"
+    return f"no {role} host"
 
 
 @pytest.fixture(scope="session")

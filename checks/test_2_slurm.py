@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from checks.cluster import odd_ones_out
+from checks.cluster import listening_tcp_ports, odd_ones_out
 from tasks.slurm import packages_for
 from tasks.verify import parse_sinfo_nodes
 
@@ -47,10 +47,10 @@ def test_slurm_daemons_running(cluster_host):
 
 def test_slurm_ports_listening(cluster_host, cluster):
     """the Slurm daemons' ports are listening"""
-    listening = {spec.rsplit(":", 1)[1] for spec in cluster_host.host.socket.get_listening_sockets() if spec.startswith("tcp")}
+    listening = listening_tcp_ports(cluster_host.host)
     for daemon, setting in _daemons(cluster_host):
         port = _port(cluster, setting)
-        assert str(port) in listening, f"{daemon} does not listen on TCP port {port} ({setting})"
+        assert port in listening, f"{daemon} does not listen on TCP port {port} ({setting})"
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,15 @@ def _as_galaxy(galaxy, command: str, env: dict[str, str] | None = None) -> str:
     return f"su {galaxy.user} -s /bin/sh -c {shlex.quote(exports + command)}"
 
 
+def _programs(names: list[str]) -> list[str]:
+    return [f"{SUPERVISOR_GROUP}:{name}" for name in names]
+
+
+def _environment(host, pid: str) -> dict[str, str]:
+    """The environment a process started with (/proc/PID/environ)."""
+    return dict(item.partition("=")[::2] for item in host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ").splitlines())
+
+
 def test_galaxy_account_same_everywhere(cluster_host, galaxy):
     """the galaxy user has the same uid, gid and home here"""
     user = cluster_host.host.user(galaxy.user)
@@ -40,7 +49,7 @@ def test_supervisor_runs_galaxy(galaxy_host, galaxy):
     host = galaxy_host.host
     supervisor = host.service("supervisor")
     assert supervisor.is_running and supervisor.is_enabled, "supervisor is not running and enabled"
-    programs = [f"{SUPERVISOR_GROUP}:{name}" for name in ["web", *galaxy.handler_names]]
+    programs = _programs(["web", *galaxy.handler_names])
     status = host.run("supervisorctl status " + " ".join(programs)).stdout
     states = {line.split()[0]: line.split()[1] for line in status.splitlines() if len(line.split()) > 1}
     not_running = [f"{p} {states.get(p, 'missing')}" for p in programs if states.get(p) != "RUNNING"]
@@ -49,8 +58,7 @@ def test_supervisor_runs_galaxy(galaxy_host, galaxy):
     for program in programs:
         pid = host.check_output(f"supervisorctl pid {program}")
         owner = host.check_output(f"ps -o user= -p {pid}")
-        environment = dict(item.partition("=")[::2] for item in
-                           host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ").splitlines())
+        environment = _environment(host, pid)
         if owner != galaxy.user:
             wrong.append(f"{program} runs as {owner}")
         library = environment.get("DRMAA_LIBRARY_PATH")
@@ -58,6 +66,31 @@ def test_supervisor_runs_galaxy(galaxy_host, galaxy):
             wrong.append(f"{program} has DRMAA_LIBRARY_PATH={library} with runner {galaxy.job_runner}"
                          + (f" (want {galaxy.drmaa_library_path})" if galaxy.drmaa_library_path else ""))
     assert not wrong, "; ".join(wrong)
+
+
+def test_handlers_running(galaxy_host, galaxy):
+    """each of the galaxy_handlers job handlers RUNNING under supervisor, and no other"""
+    status = galaxy_host.host.run(f"supervisorctl status {SUPERVISOR_GROUP}:*").stdout
+    states = {line.split()[0]: line.split()[1] for line in status.splitlines() if len(line.split()) > 1}
+    handlers = _programs(galaxy.handler_names)
+    not_running = [f"{p} {states.get(p, 'missing')}" for p in handlers if states.get(p) != "RUNNING"]
+    assert not not_running, f"not RUNNING: {', '.join(not_running)}"
+    others = sorted(set(states) - set(_programs(["web", *galaxy.handler_names])))
+    assert not others, f"supervisor has programs the settings do not have (galaxy_handlers = {galaxy.handlers}): {', '.join(others)}"
+
+
+def test_handlers_read_slurmdbd(galaxy_host, galaxy, cluster):
+    """handlers have SLURM_DRMAA_USE_SLURMDBD=1 exactly when accounting is on"""
+    if galaxy.drmaa_library_path is None:
+        pytest.skip(f"galaxy_job_runner is {galaxy.job_runner}")
+    host = galaxy_host.host
+    wanted = "1" if cluster.accounting else None
+    wrong = []
+    for program in _programs(galaxy.handler_names):
+        found = _environment(host, host.check_output(f"supervisorctl pid {program}")).get("SLURM_DRMAA_USE_SLURMDBD")
+        if found != wanted:
+            wrong.append(f"{program} has SLURM_DRMAA_USE_SLURMDBD={found}")
+    assert not wrong, "; ".join(wrong) + f" with slurm_accounting {'on' if cluster.accounting else 'off'}"
 
 
 def test_galaxy_files_private(galaxy_host, galaxy):
@@ -104,8 +137,8 @@ def test_drmaa_importable(galaxy_host, galaxy):
 
 
 def test_galaxy_api_answers(galaxy_host, galaxy):
-    """Galaxy's API answers through nginx (as the host itself reaches it) with galaxy_version"""
-    url = f"{galaxy.url}/api/version"
+    """gunicorn answers Galaxy's API on galaxy_bind with galaxy_version (nginx bypassed: test_4 goes through it)"""
+    url = f"{galaxy.local_url}/api/version"
     script = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=10).read().decode())"
     result = galaxy_host.host.run(f"python3 -c {shlex.quote(script)}")
     assert result.rc == 0, f"{url} does not answer: {result.stderr.strip().splitlines()[-1:]}"

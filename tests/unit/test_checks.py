@@ -39,6 +39,18 @@ def test_roles_from_groups_and_galaxy_off(tmp_path):
     assert cluster.with_role("galaxy") == []  # deploy_galaxy = False
 
 
+def test_slurmdbd_host_from_settings(tmp_path):
+    """slurmdbd's host as the model chooses it: the controller (slurm_accounting defaults to on),
+    the slurm_dbd group's host, none when slurm_accounting is off."""
+    path = write_inventory(tmp_path)
+    assert [h.name for h in CheckedCluster(load_inventory(path)).with_role("slurmdbd")] == ["head.example.org"]
+    with_dbd = tmp_path / "with_dbd.py"
+    with_dbd.write_text((tmp_path / "site.py").read_text() + 'slurm_dbd = ["n1.example.org"]\n')
+    assert [h.name for h in CheckedCluster(load_inventory(str(with_dbd))).with_role("slurmdbd")] == ["n1.example.org"]
+    off = CheckedCluster(load_inventory(path, {"slurm_accounting": False}))
+    assert off.with_role("slurmdbd") == []
+
+
 def test_odd_ones_out_names_the_edited_host():
     assert odd_ones_out({"head": "a", "c1": "a", "c2": "b"}, "head") == ("a", ["c2"])
     assert odd_ones_out({"head": "b", "c1": "a", "c2": "a"}, "head") == ("a", ["head"])
@@ -66,5 +78,5 @@ def test_check_modules_import():
     """The checks import what they use from tasks/ (a renamed name fails here, not on a cluster)."""
     import importlib
 
-    for module in ("checks.test_1_munge", "checks.test_2_slurm", "checks.test_3_galaxy"):
+    for module in ("checks.test_1_munge", "checks.test_2_slurm", "checks.test_3_galaxy", "checks.test_4_services"):
         importlib.import_module(module)
