@@ -112,6 +112,11 @@ RESTART_KEYS = frozenset({
     "AuthType", "AuthAltTypes", "AuthAltParameters", "AuthInfo", "CredType",
     "SlurmctldPort", "SlurmdPort", "SrunPortRange", "CommunicationParameters",
     "SlurmUser", "SlurmdUser",
+    # slurmctld keeps the ClusterID of its state files across a reconfigure; a slurmdbd it meets
+    # for the first time has given the cluster an id of its own, and slurmctld stops on the
+    # mismatch (measured on 24.11: "fatal: CLUSTER ID MISMATCH ... Resuming operation, reconfigure
+    # failed"). Turning accounting on restarts it, with its own id moved aside (tasks/slurm.py).
+    "AccountingStorageType",
 })
 
 

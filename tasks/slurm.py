@@ -81,6 +81,7 @@ class Rollout:
     rejected_by: dict[str, str] = {}  # inventory host -> its daemon's log lines
     restored: dict[str, str] = {}  # inventory host -> what its rollback did
     controller_changed = False  # the controller's files changed this run
+    joins_accounting = False  # this change turns accounting on: slurmctld takes slurmdbd's ClusterID
 
     @classmethod
     def reject_controller(cls) -> None:
@@ -244,7 +245,7 @@ def install_slurm(cluster: Cluster) -> None:
     # install every slurmd is checked in the same operation (a failure recorded for the rollback).
     restart_checked(
         **(dict(name="slurmctld takes the new configuration first (restart or scontrol reconfigure; rolled back if it does not)",
-                restart=lambda: controller_apply(Rollout.method, written.paths),
+                restart=lambda: controller_apply(Rollout.method, written.paths, Rollout.joins_accounting),
                 healthy=f"test -e {APPLIED_MARK} && {SLURMCTLD_UP}",
                 broken=f"! test -e {APPLIED_MARK} || systemctl is-failed --quiet slurmctld",
                 configs=written.paths,
@@ -308,6 +309,7 @@ def decide_how_to_apply(platform: Platform, new_conf: str, slurm_conf: str, cgro
         changed = changed_settings(old_conf if has_old else new_conf, new_conf, cgroup_changed())
         Rollout.method, Rollout.why = platform.how_to_apply(changed)
         Rollout.changed = sorted(changed)
+        Rollout.joins_accounting = "AccountingStorageType" in changed and f"={ACCOUNTING_STORAGE_TYPE}" in new_conf
     report(f"Slurm {platform.slurm}: {Rollout.method} for {', '.join(Rollout.why) or 'no setting'}"
            + (f" (changed: {', '.join(Rollout.changed)})" if Rollout.changed != Rollout.why else ""))
     yield from ()
@@ -320,11 +322,21 @@ def decide_how_to_apply(platform: Platform, new_conf: str, slurm_conf: str, cgro
 APPLIED_MARK = "/run/slurmctld.pgs-applied"
 
 
-def controller_apply(method: str, configs: list[str]) -> str:
+CLUSTER_ID_FILE = f"{PATHS.state_save}/clustername"  # "ClusterName|ClusterID", made by slurmctld
+
+
+def controller_apply(method: str, configs: list[str], joins_accounting: bool = False) -> str:
     """slurmctld's first step for `method` ("restart" | "reconfigure"); a restart is left
-    out when slurmctld already started after `configs` were written (`started_after`)."""
+    out when slurmctld already started after `configs` were written (`started_after`).
+    `joins_accounting`: the ClusterID a slurmctld without accounting made for itself is moved
+    aside (kept as a backup) so that it takes slurmdbd's on this start: slurmctld's own advice
+    in its CLUSTER ID MISMATCH message ("Remove .../clustername to override this safety check
+    if this is intentional"); the check guards against two clusters sharing one
+    StateSaveLocation, and here one cluster meets its accounting for the first time."""
     if method == "restart":
-        return f"rm -f {APPLIED_MARK}; {started_after('slurmctld', configs)} || systemctl restart slurmctld; touch {APPLIED_MARK}"
+        adopt = f"mv -f {CLUSTER_ID_FILE} {backup_of(CLUSTER_ID_FILE)} 2>/dev/null; " if joins_accounting else ""
+        return (f"rm -f {APPLIED_MARK}; {started_after('slurmctld', configs)} || "
+                f"{{ {adopt}systemctl restart slurmctld; }}; touch {APPLIED_MARK}")
     return (f"rm -f {APPLIED_MARK}; if scontrol reconfigure; then touch {APPLIED_MARK}; "
             f"elif ! {SLURMCTLD_ANSWERS}; then systemctl restart slurmctld && touch {APPLIED_MARK}; fi")
 

@@ -139,3 +139,16 @@ def test_how_to_apply_per_release():
     # listening ports and authentication: restarts on both
     assert TRIXIE.how_to_apply(frozenset({PARTITIONS, "SlurmdPort"})) == ("restart", ["SlurmdPort"])
     assert TRIXIE.how_to_apply(frozenset({"AuthType"}))[0] == "restart"
+
+
+def test_turning_accounting_on_restarts_slurmctld_with_slurmdbds_cluster_id():
+    """24.11 measured: a reconfigure onto a slurmdbd that gave the cluster another id stops on
+    CLUSTER ID MISMATCH; a restart without the old clustername file takes slurmdbd's id."""
+    from tasks.slurm import CLUSTER_ID_FILE, controller_apply
+
+    assert TRIXIE.how_to_apply(frozenset({"AccountingStorageType", "JobAcctGatherType"})) == (
+        "restart", ["AccountingStorageType"])
+    joining = controller_apply("restart", ["/etc/slurm/slurm.conf"], joins_accounting=True)
+    assert f"mv -f {CLUSTER_ID_FILE} {CLUSTER_ID_FILE}." in joining and joining.index("mv -f") < joining.index("systemctl restart")
+    assert "clustername" not in controller_apply("restart", ["/etc/slurm/slurm.conf"])
+    assert CLUSTER_ID_FILE == f"{PATHS.state_save}/clustername"
