@@ -58,20 +58,25 @@ def install_munge(cluster: Cluster) -> None:
         # Before the package: root's until munge.postinst makes them munge's.
         files.directory(name="MUNGE key directory, before the package (first install)", path="/etc/munge",
                         user="root", group="root", mode="0700")
-        config_file(
-            name="The cluster's munge key, before the package (first install; through stdin, never in a file others can read)",
-            content=cluster_munge_key(),
-            dest=MUNGE_KEY,
-            user="root",
-            group="root",
-            mode="0400",
-            secret=True,
-        )
+        munge_key_file("root", ", before the package (first install)")
         files.put(name="munged logs to syslog (systemd drop-in), before the package (first install)",
                   src=project_file("munge-syslog.conf"), dest=DROP_IN)
         return  # the package comes with Slurm's; configure_munge runs after it
     apt.packages(name="Install munge", packages=["munge"], no_recommends=True)
     configure_munge()
+
+
+def munge_key_file(owner: str, when: str = ""):
+    """The cluster's munge key at MUNGE_KEY, 0400 `owner` (user and group), sent through stdin."""
+    return config_file(
+        name=f"The cluster's munge key{when} (through stdin, never in a file others can read)",
+        content=cluster_munge_key(),
+        dest=MUNGE_KEY,
+        user=owner,
+        group=owner,
+        mode="0400",
+        secret=True,
+    )
 
 
 def configure_munge(first_install: bool = False) -> None:
@@ -82,15 +87,7 @@ def configure_munge(first_install: bool = False) -> None:
         files.directory(name=f"MUNGE directory {path} ({mode}, munge)", path=path, user="munge", group="munge", mode=mode)
     drop_in = files.put(name="munged logs to syslog (systemd drop-in)", src=project_file("munge-syslog.conf"), dest=DROP_IN)
     systemd.daemon_reload(name="Reload systemd for the munge drop-in", _if=drop_in.did_change)
-    key = config_file(
-        name="The cluster's munge key (through stdin, never in a file others can read)",
-        content=cluster_munge_key(),
-        dest=MUNGE_KEY,
-        user="munge",
-        group="munge",
-        mode="0400",
-        secret=True,
-    )
+    key = munge_key_file("munge")
     systemd.service(name="munged enabled", service="munge", running=None, enabled=True)
     restart_checked(
         name="Start or restart munged for its new key or options (checked: a credential decodes)",
