@@ -12,7 +12,7 @@ pytestmark = pytest.mark.lab
 
 
 GALAXY_THROUGH_SLURM = re.compile(
-    r"Galaxy job \w+ \(runner slurm, handler handler\d+\) = Slurm job \d+ \(g\d+_+DATA_FETCH_+\w+\) "
+    r"Galaxy job \w+ \(destination slurm, runner slurm, handler handler\d+\) = Slurm job \d+ \(g\d+_+DATA_FETCH_+\w+\) "
     r"on (?P<node>\S+) as galaxy: COMPLETED"
 )
 

@@ -38,7 +38,7 @@ def drmaa_deploy(first_deploy, deploy):
 
 def test_galaxy_job_runs_through_drmaa(drmaa_deploy):
     assert "Loaded job runner 'galaxy.jobs.runners.slurm:SlurmJobRunner' as 'slurm'" in drmaa_deploy.log
-    assert re.search(r"Galaxy job \w+ \(runner slurm, handler handler0\) = Slurm job \d+ .* as galaxy: COMPLETED", drmaa_deploy.log)
+    assert re.search(r"Galaxy job \w+ \(destination slurm, runner slurm, handler handler\d+\) = Slurm job \d+ .* as galaxy: COMPLETED", drmaa_deploy.log)
 
 
 def test_libdrmaa_built_against_the_installed_libslurm(drmaa_deploy, lab_host):

@@ -101,7 +101,7 @@ def test_default_destinations_again(galaxy_jobs, galaxy_host, deploy, first_depl
     """The lab's own settings back (later tests see the default cluster); the verification job ends ok."""
     run = deploy(*galaxy_jobs.deploy_args())
     assert run.returncode == 0, run.log[-5000:]
-    line = re.search(r"Galaxy job \w+ \(destination slurm, runner slurm, handler handler0\) = Slurm job \d+ .* as galaxy: "
+    line = re.search(r"Galaxy job \w+ \(destination slurm, runner slurm, handler handler\d+\) = Slurm job \d+ .* as galaxy: "
                      r"COMPLETED, .*upload to dataset ok in ([\d.]+) s", run.log)
     assert line, run.log[-4000:]
     NOTES.append(f"DRMAA runner: upload to dataset ok in {line[1]} s (destination slurm)")
