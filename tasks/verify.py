@@ -41,7 +41,11 @@ GALAXY_VERIFY_KEY = f"{PRIVATE_DIR}/galaxy-verify-user.json"
 GALAXY_ADMIN_KEY = f"{PRIVATE_DIR}/galaxy-admin.json"
 
 # Bounded waits of the Slurm check (seconds).
-SETTLE_WAIT = 60  # for nodes UNKNOWN or not responding to register (a restarted slurmd, a new node)
+# For nodes UNKNOWN or not responding to register (a restarted slurmd, a new node, a node whose munged
+# was just fixed). slurmctld pings a node it marked not responding every SlurmdTimeout/3 (100 s by
+# default, slurm.conf(5)), so a wait shorter than that fails on a node that is coming back (seen on the
+# Debian 12 lab: comp* for 60 s after munged was repaired).
+SETTLE_WAIT = 150
 CAPACITY_WAIT = 20  # for a free CPU on a busy cluster, shared by the srun and sbatch checks
 SCHEDULE_WAIT = 10  # past CAPACITY_WAIT, for slurmctld to start or rank the test job (reason other than None)
 STEP_WAIT = 30  # for a step of a running test job, and for a cancelled job to leave the queue
