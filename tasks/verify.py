@@ -483,11 +483,7 @@ def galaxy_job_through_slurm(command: str, compute_nodes: list[str], expected_us
     handlers restarted (like slurm.conf after slurmctld refused it); the run fails saying so."""
     if not host.state.is_executing:
         return
-    ok, output = run(command, timeout=600)
-    try:
-        result = json.loads(output.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        result = {"error": output[-3000:]}
+    ok, result = run_galaxy_verify(command, timeout=600)
     problems = [] if ok and result.get("ok") else [str(result.get("error", "verification failed"))]
     if result.get("runner") and not result.get("busy") and result.get("node") not in compute_nodes:
         problems.append(f"ran on {result.get('node')!r}, not a compute node ({', '.join(compute_nodes)})")
@@ -623,16 +619,22 @@ def verify_command(galaxy: Galaxy, *options: str) -> str:
     ).rstrip()
 
 
+def run_galaxy_verify(command: str, timeout: int) -> tuple[bool, dict]:
+    """Run galaxy-verify.py (`verify_command`): its exit status and the JSON report it prints last
+    ({"ok": False, "error": <its output's tail>} when there is none)."""
+    ok, output = run(command, timeout=timeout)
+    try:
+        return ok, json.loads(output.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return ok, {"ok": False, "error": output[-3000:]}
+
+
 @operation(is_idempotent=True)
 def galaxy_accounts(command: str):
     """The admin's own API key made with the bootstrap key, and the verification user's."""
     if not host.state.is_executing:
         return
-    ok, output = run(command, timeout=300)
-    try:
-        result = json.loads(output.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        result = {"ok": False, "error": output[-3000:]}
+    ok, result = run_galaxy_verify(command, timeout=300)
     if not ok or not result.get("ok"):
         yield fail(f"Galaxy's admin and verification accounts: {result.get('error', 'failed')}")
         return
