@@ -110,6 +110,11 @@ class GalaxyJobs:
         """Every job's dataset in a final state (the caller asserts which)."""
         return self.wait(jobs, lambda s: s["dataset_state"] in DATASET_DONE, "finished", timeout)
 
+    def handler_of(self, slurm_job: str) -> str:
+        """The job handler (handler0, handler1...) that owns the Galaxy job behind Slurm job `slurm_job`."""
+        query = f"SELECT handler FROM job WHERE job_runner_external_id = '{int(slurm_job)}'"
+        return self.ssh(PSQL_AS_GALAXY + shlex.quote(query)).strip()
+
     def handler_pid(self, handler: str = "handler0") -> str:
         return self.ssh(f"supervisorctl pid gx:{handler}").strip()
 

@@ -5,7 +5,7 @@ ends ok once the handler is back, after slurmctld has forgotten the job.
 The handler-outage case (DRMAA runner, needs SLURM_DRMAA_TARBALL): MinJobAge=10
 (slurm_config_extra) so that a finished job leaves slurmctld's memory within a
 minute or two; the handler is stopped with supervisorctl while its Galaxy job
-runs in Slurm, the job is released and completes, ages out of slurmctld, and
+runs in Slurm (the handler that owns it: there are two), the job is released and completes, ages out of slurmctld, and
 the handler is started again. With accounting, slurm-drmaa
 (SLURM_DRMAA_USE_SLURMDBD=1) reads the finished job from slurmdbd: the dataset
 must end ok. The same case with accounting off is run and its outcome recorded
@@ -117,7 +117,9 @@ def handler_outage(galaxy_jobs, deploy, controller, accounting: bool) -> dict:
     jobs = galaxy_jobs.submit(1)
     held = galaxy_jobs.wait_running(jobs)
     slurm_id = next(iter(held.values()))["external_id"]
-    galaxy_jobs.ssh("supervisorctl stop gx:handler0", timeout=120)
+    handler = galaxy_jobs.handler_of(slurm_id)  # either handler may own it: stopping the other proves nothing
+    assert handler.startswith("handler"), f"Slurm job {slurm_id}: Galaxy job handler {handler!r}"
+    galaxy_jobs.ssh(f"supervisorctl stop gx:{handler}", timeout=120)
     started = time.monotonic()
     try:
         galaxy_jobs.release(jobs)
@@ -127,10 +129,10 @@ def handler_outage(galaxy_jobs, deploy, controller, accounting: bool) -> dict:
             time.sleep(3)
         aged_out = time.monotonic() - started
     finally:
-        galaxy_jobs.ssh("supervisorctl start gx:handler0", timeout=120)
+        galaxy_jobs.ssh(f"supervisorctl start gx:{handler}", timeout=120)
     final = next(iter(galaxy_jobs.wait_finished(jobs).values()))
     sacct = controller.run(f"sacct -j {slurm_id} -n -P -X -o State,ExitCode")
-    outcome = {"dataset_state": final["dataset_state"], "galaxy_state": final["state"], "slurm_job": slurm_id,
+    outcome = {"handler": handler, "dataset_state": final["dataset_state"], "galaxy_state": final["state"], "slurm_job": slurm_id,
                "aged_out_after_s": round(aged_out), "sacct": (sacct.stdout or sacct.stderr).strip()}
     NOTES.append(f"handler outage, accounting {'on' if accounting else 'off'}: {outcome}")
     return outcome
