@@ -13,11 +13,13 @@ from tasks.hosts import configure_hosts
 from tasks.munge import install_munge
 from tasks.slurm import install_slurm
 from tasks.timings import time_operations_if_asked
-from tasks.verify import verify_galaxy, verify_slurm
+from tasks.verify import start_galaxy_check_ahead, verify_galaxy, verify_slurm
 from tasks.web import install_web
 
 cluster = current_cluster()
 time_operations_if_asked()
+# On a re-run, the Galaxy job check runs beside the layers below; kept only if none of them changes anything.
+start_galaxy_check_ahead(cluster)
 
 configure_hosts(cluster)
 install_munge(cluster)

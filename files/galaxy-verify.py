@@ -37,6 +37,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,14 @@ DESTINATION_REPORT = ("ok", "error", "slurm_job_id", "slurm_state", "node", "par
                       "busy", "pending_reason")
 # What Galaxy's destination_params API adds to a job's destination params.
 DESTINATION_FIELDS = ("Runner", "Runner Job ID", "Handler")
+POLL = 0.5  # seconds between looks at the job (the upload takes ~10 s)
+# Set by SIGTERM (the deploy stops a check it started ahead when its run changed something):
+# the job being followed is withdrawn, the report says so, no further job starts.
+STOPPING: list[int] = []
+
+
+def stop_asked(signum: int, frame) -> None:
+    STOPPING.append(signum)
 
 
 def connect(url: str, key: str) -> GalaxyInstance:
@@ -200,7 +209,7 @@ def follow(galaxy: GalaxyInstance, admin: GalaxyInstance, args, history_id: str,
     output `output_ok` accepts (the dataset is then purged), or PENDING in Slurm for capacity
     (withdrawn: a busy cluster), or why not ("error")."""
     state, placement, pending_since, slurm, polls = "new", {}, None, {}, 0
-    while time.monotonic() - submitted < args.timeout:
+    while time.monotonic() - submitted < args.timeout and not STOPPING:
         state = galaxy.datasets.show_dataset(dataset_id)["state"]
         if state in DATASET_DONE:
             break
@@ -215,11 +224,11 @@ def follow(galaxy: GalaxyInstance, admin: GalaxyInstance, args, history_id: str,
                 waited = time.monotonic() - pending_since
                 if waited >= args.pending_wait:
                     break
-                if not polls % 10:
+                if not polls % 20:
                     progress(f"waiting for Slurm job {placement['external_id']}: PENDING ({slurm.get('Reason')}) "
                              f"for {waited:.0f} s of at most {args.pending_wait}")
         polls += 1
-        time.sleep(1)
+        time.sleep(POLL)
     placement = job_placement(admin, job_id)
     report: dict = {"ok": False, "destination": destination}
     report.update(placement, dataset_state=state, seconds_to_ok=round(time.monotonic() - submitted, 1))
@@ -236,8 +245,9 @@ def follow(galaxy: GalaxyInstance, admin: GalaxyInstance, args, history_id: str,
             report["error"] = (f"Slurm job {slurm_job_id} stayed PENDING for {report['pending_seconds']} s with reason "
                                f"{report['pending_reason']} (not a busy cluster: see `scontrol show job`)")
     elif state not in DATASET_DONE:
-        # Out of time (and not a busy cluster): say where it stands, and leave nothing behind.
-        report["error"] = (f"dataset still {state} after {args.timeout} s: Galaxy job {report.get('job_state')}, "
+        # Out of time or stopped (and not a busy cluster): say where it stands, and leave nothing behind.
+        waited = "when stopped" if STOPPING else f"after {args.timeout} s"
+        report["error"] = (f"dataset still {state} {waited}: Galaxy job {report.get('job_state')}, "
                            f"Slurm job {report.get('external_id') or 'none yet'} {slurm.get('JobState', '')} {slurm.get('Reason', '')}")
         report["slurm_removed_by"] = withdraw(galaxy, history_id, job_id, dataset_id, report.get("external_id"))
     elif state != "ok":
@@ -287,6 +297,7 @@ def main() -> int:
                         help="seconds a job may stay PENDING in Slurm (busy cluster) before it counts as proof and is withdrawn")
     args = parser.parse_args()
     started = time.monotonic()
+    signal.signal(signal.SIGTERM, stop_asked)
 
     bootstrap = (read_json(args.secrets) or {})["admin_api_key"] if args.bootstrap else None
     admin = admin_session(args.url, args.admin_email, args.admin_key_file, bootstrap)
@@ -314,6 +325,8 @@ def main() -> int:
                          "the dataset's content differs from the upload"))
     destinations = [{"destination": args.destination, **{k: report.get(k) for k in DESTINATION_REPORT}}]
     for destination_id, tool_id, params in json.loads(args.tool_destinations):
+        if STOPPING:
+            break
         submitted = time.monotonic()
         ran = galaxy.tools.run_tool(history_id, tool_id, {})
         job_id, dataset_id = ran["jobs"][0]["id"], ran["outputs"][0]["id"]

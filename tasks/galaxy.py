@@ -302,7 +302,7 @@ def bootstrap_needed(galaxy: Galaxy) -> bool:
 
 def _retire_bootstrap_key(galaxy: Galaxy, secret_values: dict, owner: dict) -> None:
     """Make the admin's and the verification user's own keys with the bootstrap key, then
-    take the bootstrap key out of galaxy.yml and restart Galaxy (checked, rolled back)."""
+    take the bootstrap key out of galaxy.yml and restart Galaxy's web server (checked, rolled back)."""
     galaxy_accounts(name="Galaxy admin's own API key (made with the bootstrap key) and the verification user's",
                     command=verify_command(galaxy, "--bootstrap", "--accounts-only"))
     final = config_file(
@@ -315,9 +315,11 @@ def _retire_bootstrap_key(galaxy: Galaxy, secret_values: dict, owner: dict) -> N
         **owner,
     )
     ready, broken = galaxy_ready(galaxy, SUPERVISOR_GROUP)
+    # Only the web server: the key opens Galaxy's API, which the job handlers (webless
+    # galaxy-main) do not serve; restarting them too would double the cost of this start.
     restart_checked(
-        name="Restart Galaxy without the bootstrap key (rolled back if Galaxy does not come back)",
-        restart=f"supervisorctl restart '{SUPERVISOR_GROUP}:*'",
+        name="Restart Galaxy's web server without the bootstrap key (rolled back if Galaxy does not come back)",
+        restart=f"supervisorctl restart {SUPERVISOR_GROUP}:web",
         healthy=ready,
         broken=broken,
         configs=[galaxy.galaxy_yml],

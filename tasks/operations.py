@@ -136,6 +136,16 @@ def run(command: str, timeout: int = 60) -> tuple[bool, str]:
     return ok, output.stdout if ok else output.output
 
 
+def changed_operations() -> list[str]:
+    """The operations that changed a host so far in this run, on every host ("host: name").
+    pyinfra finishes each operation on every host before the next starts, so at execution
+    this is everything before the calling operation."""
+    state = host.state
+    return [f"{each_host.name}: {', '.join(sorted(state.get_op_meta(op_hash).names))}"
+            for each_host, ops in state.ops.items() for op_hash, data in ops.items()
+            if data.operation_meta.is_complete() and data.operation_meta.did_change()]
+
+
 def fail(message: str) -> StringCommand:
     """A command that fails with `message`: pyinfra prints it and fails the host."""
     return StringCommand(f"printf '%s\\n' {shlex.quote(message)} >&2; exit 1")

@@ -22,7 +22,7 @@ from tasks.accounting import cluster_registered
 from tasks.common import project_file
 from tasks.jobconf import build_job_conf, verification_tools
 from tasks.model import Cluster, Galaxy
-from tasks.operations import fail, log_tail, rolled_back, run, wait_until
+from tasks.operations import changed_operations, fail, log_tail, rolled_back, run, wait_until
 
 SHARE_DIR = "/usr/local/share/pyinfra-galaxy-slurm"
 VERIFY_SCRIPT = f"{SHARE_DIR}/slurm-verify.sbatch"
@@ -39,6 +39,13 @@ GALAXY_VERIFY_KEY = f"{PRIVATE_DIR}/galaxy-verify-user.json"
 # The Galaxy admin account's own API key (and first password), made once with the
 # bootstrap key, which then leaves galaxy.yml; root only.
 GALAXY_ADMIN_KEY = f"{PRIVATE_DIR}/galaxy-admin.json"
+
+# The Galaxy job check started ahead on a re-run (start_galaxy_check_ahead): its systemd unit, and
+# its report, in a directory only root reads.
+RUN_DIR = "/run/pyinfra-galaxy-slurm"
+AHEAD_UNIT = "pgs-galaxy-check-ahead"
+AHEAD_REPORT = f"{RUN_DIR}/galaxy-check-ahead.json"
+GALAXY_CHECK_TIMEOUT = 600  # galaxy-verify.py's own --timeout is 300 s per job
 
 # Bounded waits of the Slurm check (seconds).
 # For nodes UNKNOWN or not responding to register (a restarted slurmd, a new node, a node whose munged
@@ -483,7 +490,7 @@ def galaxy_job_through_slurm(command: str, compute_nodes: list[str], expected_us
     handlers restarted (like slurm.conf after slurmctld refused it); the run fails saying so."""
     if not host.state.is_executing:
         return
-    ok, result = run_galaxy_verify(command, timeout=600)
+    ok, result, ahead = galaxy_check_result(command)
     problems = [] if ok and result.get("ok") else [str(result.get("error", "verification failed"))]
     if result.get("runner") and not result.get("busy") and result.get("node") not in compute_nodes:
         problems.append(f"ran on {result.get('node')!r}, not a compute node ({', '.join(compute_nodes)})")
@@ -499,7 +506,7 @@ def galaxy_job_through_slurm(command: str, compute_nodes: list[str], expected_us
             timeout=GALAXY_START_TIMEOUT, settle=0, broken=broken,
         )
         return
-    report(galaxy_report_line(result))
+    report(galaxy_report_line(result) + (f" ({ahead})" if ahead else ""))
     for line in destination_report_lines(result):
         report(line)
 
@@ -561,28 +568,103 @@ def verify_slurm(cluster: Cluster) -> None:
     )
 
 
-@deploy("Verify Galaxy")
-def verify_galaxy(cluster: Cluster) -> None:
+def galaxy_check_wanted(cluster: Cluster, say_why_not: bool = True) -> bool:
+    """Whether the Galaxy job check runs on this host (the Galaxy host), saying why not."""
     galaxy = cluster.galaxy
     if galaxy is None or host.name != galaxy.host.inventory_name:
-        return
+        return False
     if not cluster.verify_galaxy_job:
-        logger.info("Galaxy job verification skipped (verify_galaxy_job is off)")
-        return
+        if say_why_not:
+            logger.info("Galaxy job verification skipped (verify_galaxy_job is off)")
+        return False
     if any(not h.reachable for h in cluster.compute_hosts):
         # Slurm may place the job on a node it does not yet know is gone.
-        logger.warning(f"Galaxy job verification skipped: {', '.join(cluster.unreachable_hosts)} unreachable")
-        return
+        if say_why_not:
+            logger.warning(f"Galaxy job verification skipped: {', '.join(cluster.unreachable_hosts)} unreachable")
+        return False
+    return True
+
+
+def galaxy_check_command(galaxy: Galaxy) -> str:
+    """galaxy-verify.py's command for the upload through the default destination and a job
+    through each further one, with the params job_conf.xml gives them."""
     tool_destinations = [[destination_id, tool_id, destination_params(galaxy, destination_id)]
                          for destination_id, tool_id in verification_tools(galaxy)]
-    command = verify_command(
+    return verify_command(
         galaxy, f"--destination {shlex.quote(galaxy.default_destination)}",
         f"--destination-params {shlex.quote(json.dumps(destination_params(galaxy, galaxy.default_destination)))}",
         f"--tool-destinations {shlex.quote(json.dumps(tool_destinations))}",
     )
+
+
+class GalaxyCheckAhead:
+    """The Galaxy hosts whose job check runs ahead in this run (filled at execution)."""
+
+    started: set[str] = set()
+
+
+@deploy("Galaxy job check, started ahead")
+def start_galaxy_check_ahead(cluster: Cluster) -> None:
+    """On a re-run, the Galaxy job check (a minute's worth of Galaxy and Slurm round trips) starts
+    before the layers are checked and runs beside them; `verify_galaxy` keeps its result only when
+    no operation on any host changed anything, so that it saw the cluster as the run leaves it.
+    Otherwise it is stopped (its job withdrawn) and the check runs again at the end."""
+    if not galaxy_check_wanted(cluster, say_why_not=False):
+        return
+    galaxy_check_started(name="The Galaxy job check starts now, in the background (kept if nothing changes)",
+                         command=galaxy_check_command(cluster.galaxy), galaxy=cluster.galaxy, group=supervisor_group())
+
+
+def stop_check_ahead() -> str:
+    """Stop a check started ahead (galaxy-verify.py withdraws its job on SIGTERM), drop its report."""
+    return f"systemctl stop {AHEAD_UNIT} 2>/dev/null; rm -f {AHEAD_REPORT}; true"
+
+
+@operation(is_idempotent=True)
+def galaxy_check_started(command: str, galaxy: Galaxy, group: str):
+    """galaxy-verify.py started as a transient systemd unit, its report in a root-only file;
+    only on a Galaxy that answers and has its accounts (not on a first install)."""
+    if not host.state.is_executing:
+        return
+    run(stop_check_ahead(), timeout=120)  # one a failed run left behind
+    ready, _ = galaxy_ready(galaxy, group)
+    installed = " && ".join(f"test -s {path}" for path in (GALAXY_ADMIN_KEY, GALAXY_VERIFY_KEY, GALAXY_VERIFY_SCRIPT))
+    if not run(f"{installed} && {ready}")[0]:
+        return
+    job = f"exec {command} > {AHEAD_REPORT} 2>&1"
+    ok, output = run(f"install -d -m 0700 {RUN_DIR} && systemd-run --quiet --collect --unit {AHEAD_UNIT} "
+                     f"--property UMask=0077 /bin/sh -c {shlex.quote(job)}")
+    if ok:
+        GalaxyCheckAhead.started.add(host.name)
+    else:
+        logger.warning(f"The Galaxy job check could not start ahead (it runs at the end): {output[-500:]}")
+
+
+def galaxy_check_result(command: str) -> tuple[bool, dict, str]:
+    """galaxy-verify.py's (exit status, report) and where they come from: the check started
+    ahead when this run changed nothing and it passed; else a check run now (a failed ahead
+    check is not trusted alone: it is confirmed by a fresh one)."""
+    if host.name in GalaxyCheckAhead.started:
+        GalaxyCheckAhead.started.discard(host.name)
+        if changed_operations():
+            run(stop_check_ahead(), timeout=120)
+        else:
+            wait_until(f"! systemctl is-active --quiet {AHEAD_UNIT}", GALAXY_CHECK_TIMEOUT)
+            ok, result = galaxy_verify_report(*run(f"cat {AHEAD_REPORT} && rm -f {AHEAD_REPORT}"))
+            if ok and result.get("ok"):
+                return ok, result, "run beside this run's checks, which changed nothing"
+    ok, result = run_galaxy_verify(command, timeout=GALAXY_CHECK_TIMEOUT)
+    return ok, result, ""
+
+
+@deploy("Verify Galaxy")
+def verify_galaxy(cluster: Cluster) -> None:
+    if not galaxy_check_wanted(cluster):
+        return
+    galaxy = cluster.galaxy
     galaxy_job_through_slurm(
         name="A Galaxy upload job runs through Slurm (or waits in Slurm on a full cluster)",
-        command=command,
+        command=galaxy_check_command(galaxy),
         compute_nodes=cluster.reachable_nodes,
         expected_user=galaxy.user,
         galaxy=galaxy,
@@ -622,7 +704,11 @@ def verify_command(galaxy: Galaxy, *options: str) -> str:
 def run_galaxy_verify(command: str, timeout: int) -> tuple[bool, dict]:
     """Run galaxy-verify.py (`verify_command`): its exit status and the JSON report it prints last
     ({"ok": False, "error": <its output's tail>} when there is none)."""
-    ok, output = run(command, timeout=timeout)
+    return galaxy_verify_report(*run(command, timeout=timeout))
+
+
+def galaxy_verify_report(ok: bool, output: str) -> tuple[bool, dict]:
+    """galaxy-verify.py's output -> (ok, the JSON report it prints last, or {"ok": False, "error": tail})."""
     try:
         return ok, json.loads(output.strip().splitlines()[-1])
     except (ValueError, IndexError):

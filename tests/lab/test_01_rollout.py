@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.lab.conftest import COMPUTE_NAMES, NODES, TIMINGS
+from tests.lab.conftest import COMPUTE_NAMES, HOST_NAMES, NODES, TIMINGS
 
 pytestmark = pytest.mark.lab
 
@@ -38,3 +38,19 @@ def test_rerun_changes_nothing(first_deploy, deploy):
     assert rerun.returncode == 0, rerun.log[-3000:]
     assert rerun.changes == 0, rerun.changed_operations()
     assert "sbatch job" in rerun.log  # verification ran again
+    # The Galaxy job check started ahead and was kept: nothing changed (deploy.py's start_galaxy_check_ahead).
+    match = GALAXY_THROUGH_SLURM.search(rerun.log)
+    assert match and "(run beside this run's checks, which changed nothing)" in rerun.log, rerun.log[-3000:]
+
+
+def test_a_run_that_changes_something_checks_galaxy_again(first_deploy, deploy, lab_host):
+    """The check started ahead is stopped when the run changes something (its job withdrawn,
+    nothing left in the verification history), and a fresh one runs at the end."""
+    galaxy = lab_host(HOST_NAMES[0])
+    galaxy.check_output("rm /usr/local/share/pyinfra-galaxy-slurm/slurm-verify.sbatch")  # the run puts it back
+    run = deploy()
+    assert run.returncode == 0, run.log[-3000:]
+    assert run.changes == 1, run.changed_operations()
+    assert GALAXY_THROUGH_SLURM.search(run.log) and "run beside this run's checks" not in run.log, run.log[-3000:]
+    assert galaxy.run("systemctl is-active pgs-galaxy-check-ahead").stdout.strip() != "active"
+    assert not galaxy.file("/run/pyinfra-galaxy-slurm/galaxy-check-ahead.json").exists

@@ -74,6 +74,21 @@ print(json.dumps({"status": response.status, "server": response.headers.get("Ser
 """
 
 
+# Status of GET /api/users (admin only) with the bootstrap key (secrets.json) and with the admin's own key.
+KEY_STATUS = """
+import json, urllib.error, urllib.request
+def status(key):
+    request = urllib.request.Request("http://127.0.0.1/api/users", headers={"x-api-key": key})
+    try:
+        return urllib.request.urlopen(request, timeout=20).status
+    except urllib.error.HTTPError as error:
+        return error.code
+bootstrap = json.load(open("/srv/galaxy/config/secrets.json"))["admin_api_key"]
+own = json.load(open("/etc/pyinfra-galaxy-slurm/galaxy-admin.json"))["api_key"]
+print(json.dumps({"bootstrap": status(bootstrap), "own": status(own)}))
+"""
+
+
 @pytest.fixture(scope="module")
 def galaxy(lab_inventory, first_deploy) -> GalaxyJobs:
     return GalaxyJobs(lab_inventory)
@@ -97,6 +112,14 @@ def test_postgresql_in_use(galaxy):
     users = int(galaxy.ssh(PSQL + shlex.quote("SELECT count(*) FROM galaxy_user")).strip())
     assert users >= 1  # the verification user, made by the deploy through Galaxy on PostgreSQL
     assert "psycopg2" in galaxy.ssh("/srv/galaxy/venv/bin/pip list --format=freeze")
+
+
+def test_bootstrap_key_retired_after_the_first_run(galaxy):
+    """The first run made the admin's own key with the bootstrap key, then took it out of galaxy.yml
+    and restarted the web server only: Galaxy's API refuses it, the admin's own key works."""
+    assert "bootstrap_admin_api_key" not in galaxy.ssh("cat /srv/galaxy/config/galaxy.yml")
+    statuses = json.loads(galaxy.ssh(f"python3 -c {shlex.quote(KEY_STATUS)}").strip())
+    assert statuses["own"] == 200 and statuses["bootstrap"] in (401, 403), statuses
 
 
 def test_both_handlers_take_jobs(galaxy):
