@@ -8,7 +8,7 @@ from tasks.accounting import install_accounting
 from tasks.cluster import current_cluster
 from tasks.database import install_database
 from tasks.drmaa import install_slurm_drmaa
-from tasks.galaxy import install_galaxy, prepare_galaxy_hosts
+from tasks.galaxy import build_galaxy_venv_ahead, install_galaxy, prepare_galaxy_hosts
 from tasks.hosts import configure_hosts
 from tasks.munge import install_munge
 from tasks.slurm import install_slurm
@@ -22,10 +22,12 @@ time_operations_if_asked()
 start_galaxy_check_ahead(cluster)
 
 configure_hosts(cluster)
+prepare_galaxy_hosts(cluster)
+# A first install builds Galaxy's venv in the background while the Slurm layers install.
+build_galaxy_venv_ahead(cluster)
 install_munge(cluster)
 install_accounting(cluster)
 install_slurm(cluster)
-prepare_galaxy_hosts(cluster)
 install_slurm_drmaa(cluster)
 install_database(cluster)
 # nginx before Galaxy's (re)start: Galaxy's readiness and its rollback go through it.

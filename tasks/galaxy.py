@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import secrets
 import shlex
+import time
 
-from pyinfra import host, inventory
-from pyinfra.api import deploy, operation
+from pyinfra import host, inventory, logger
+from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, pip, server, systemd
 from pyinfra.operations.util.packaging import PkgInfo, ensure_packages
@@ -24,10 +25,10 @@ from tasks.destinations import destinations_schedulable
 from tasks.facts import PythonVenv, VenvFacts, VenvPackages
 from tasks.jobconf import build_job_conf, verification_tools
 from tasks.model import Cluster, ClusterHost, Galaxy
-from tasks.operations import backup_of, config_file, read_secret, restart_checked, run
+from tasks.operations import backup_of, config_file, fail, read_secret, restart_checked, run, wait_until
 from tasks.verify import (
     GALAXY_ADMIN_KEY, GALAXY_START_TIMEOUT, VERIFY_VENV, file_present, galaxy_accounts, galaxy_answers, galaxy_ready,
-    handlers_restart, install_verification_tools, verify_command,
+    handlers_restart, install_verification_tools, report, verify_command,
 )
 
 SUPERVISOR_GROUP = "gx"
@@ -37,6 +38,8 @@ NFS_OPTIONS = "rw,sync,no_subtree_check"
 # the deploy's own venv. One exact version: pip.packages compares it, a range would reinstall every run.
 UV = "uv==0.13.9"
 UV_BIN = f"{VERIFY_VENV}/bin/uv"
+VENV_AHEAD_UNIT = "pgs-galaxy-venv"  # the transient unit of build_galaxy_venv_ahead
+VENV_AHEAD_TIMEOUT = 1800
 
 
 @deploy("Galaxy account and shared directory")
@@ -158,6 +161,11 @@ def venv_rebuilt_if_stale(venv: str, rebuild: bool):
         yield f"mv {shlex.quote(venv)} {shlex.quote(backup_of(venv))}"
 
 
+def uv_install_command(venv: str) -> str:
+    """uv's install into the venv at `venv` (append the requirements)."""
+    return f"{UV_BIN} pip install --no-config --quiet --system-certs --no-cache --python {shlex.quote(venv)}/bin/python"
+
+
 @operation()
 def venv_packages(venv: str, packages: list[str], with_uv: bool = True):
     """`packages` (pip requirement strings) in the venv at `venv`, made first with the host's
@@ -168,16 +176,68 @@ def venv_packages(venv: str, packages: list[str], with_uv: bool = True):
     read the working directory's) and leaves no cache."""
     yield from pip.virtualenv._inner(path=venv, venv=True, python="/usr/bin/python3")
     current = {name.lower(): versions for name, versions in host.get_fact(VenvPackages, venv=venv, uv=UV_BIN).items()}
-    target = f"--python {shlex.quote(venv)}/bin/python"
     if with_uv:
-        install = f"{UV_BIN} pip install --no-config --quiet --system-certs --no-cache {target}"
-        uninstall = f"{UV_BIN} pip uninstall --no-config {target}"
+        install = uv_install_command(venv)
+        uninstall = f"{UV_BIN} pip uninstall --no-config --python {shlex.quote(venv)}/bin/python"
     else:
         install, uninstall = f"{shlex.quote(venv)}/bin/pip install --quiet", f"{shlex.quote(venv)}/bin/pip uninstall --yes"
     yield from ensure_packages(
         host, [info for info in map(PkgInfo.from_pep508, packages) if info], current, True,
         install_command=install, uninstall_command=uninstall, upgrade_command=f"{install} --upgrade", latest=False,
     )
+
+
+def python_venv_and_uv() -> None:
+    apt.packages(name="Python venv and supervisor", packages=["python3-venv", "supervisor"], no_recommends=True)
+    venv_packages(name=f"uv in the deploy's own venv {VERIFY_VENV}", venv=VERIFY_VENV, packages=[UV], with_uv=False)
+
+
+@deploy("Galaxy's venv, built ahead")
+def build_galaxy_venv_ahead(cluster: Cluster) -> None:
+    """On a first install (no venv yet), Galaxy's venv is built in the background (a transient
+    systemd unit, as the galaxy user) while the Slurm layers install: it needs nothing of theirs.
+    `install_galaxy` waits for it, then installs whatever it did not (all of it, if it failed).
+    An existing venv (an upgrade, a rebuild) is changed in place, in order, by `install_galaxy`."""
+    galaxy = cluster.galaxy
+    if galaxy is None or host.name != galaxy.host.inventory_name or not galaxy.install:
+        return
+    if host.get_fact(PythonVenv, path=galaxy.venv).present:
+        return
+    python_venv_and_uv()
+    venv_build_started(name=f"Galaxy {galaxy.version}'s venv {galaxy.venv}: built in the background by uv, as {galaxy.user}",
+                       venv=galaxy.venv, packages=galaxy.pip_packages, user=galaxy.user, home=galaxy.root)
+
+
+@operation()
+def venv_build_started(venv: str, packages: list[str], user: str, home: str):
+    """The venv made and `packages` installed by uv in a transient unit running as `user`
+    (its output in the journal: `journalctl -u pgs-galaxy-venv`)."""
+    build = (f"/usr/bin/python3 -m venv {shlex.quote(venv)} && "
+             f"{uv_install_command(venv)} {' '.join(shlex.quote(p) for p in packages)}")
+    yield StringCommand(
+        f"systemd-run --quiet --unit {VENV_AHEAD_UNIT} --uid {shlex.quote(user)} --gid {shlex.quote(user)} "
+        f"--working-directory {shlex.quote(home)} --setenv HOME={shlex.quote(home)} /bin/sh -c {shlex.quote(build)}"
+    )
+
+
+@operation(is_idempotent=True)
+def venv_built_ahead():
+    """Wait for a venv build started ahead (this run's, or one a failed run left running) to end;
+    if it failed, say so with its journal: the install after this does what it did not."""
+    if not host.state.is_executing:
+        return
+    active, failed = (f"systemctl is-active --quiet {VENV_AHEAD_UNIT}", f"systemctl is-failed --quiet {VENV_AHEAD_UNIT}")
+    if not run(active)[0] and not run(failed)[0]:
+        return  # none started (a finished transient unit is gone)
+    started = time.monotonic()
+    if not wait_until(f"! {active}", VENV_AHEAD_TIMEOUT):
+        yield fail(f"Galaxy's venv built ahead ({VENV_AHEAD_UNIT}) still runs after {VENV_AHEAD_TIMEOUT} s: "
+                   f"see journalctl -u {VENV_AHEAD_UNIT}")
+    elif run(failed)[0]:
+        _, journal = run(f"journalctl -u {VENV_AHEAD_UNIT} -n 20 --no-pager; systemctl reset-failed {VENV_AHEAD_UNIT}")
+        logger.warning(f"{host.print_prefix}Galaxy's venv built ahead failed; it is installed now instead:\n{journal}")
+    else:
+        report(f"Galaxy's venv built ahead: finished {time.monotonic() - started:.1f} s after this run reached it")
 
 
 @deploy("Galaxy")
@@ -189,12 +249,12 @@ def install_galaxy(cluster: Cluster) -> None:
     # Before any Galaxy file changes, after slurm.conf (a partition added in this run exists).
     destinations_schedulable(name="Slurm would start every destination's jobs (sbatch --test-only, partition MaxTime)",
                              galaxy=galaxy)
-    apt.packages(name="Python venv and supervisor", packages=["python3-venv", "supervisor"], no_recommends=True)
+    python_venv_and_uv()
     for path, mode in ((galaxy.config_dir, "0750"), (galaxy.data_dir, "0755"), (galaxy.log_dir, "0750")):
         files.directory(name=f"Galaxy directory {path}", path=path, mode=mode, **owner)
     venv_rebuilt_if_stale(name=f"A venv made by another Python moved aside, to be rebuilt ({galaxy.venv})",
                           venv=galaxy.venv, rebuild=galaxy.rebuild_venv)
-    venv_packages(name=f"uv in the deploy's own venv {VERIFY_VENV}", venv=VERIFY_VENV, packages=[UV], with_uv=False)
+    venv_built_ahead(name=f"Galaxy's venv built ahead, in the background: finished ({VENV_AHEAD_UNIT})")
     packages = venv_packages(
         name=f"Galaxy {galaxy.version if galaxy.install else '(kept)'} and DRMAA Python in {galaxy.venv}, as {galaxy.user} (uv)",
         venv=galaxy.venv,
