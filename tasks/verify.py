@@ -15,14 +15,15 @@ from dataclasses import dataclass
 
 from lxml import etree
 from pyinfra import host, logger
-from pyinfra.api import deploy, operation
+from pyinfra.api import StringCommand, deploy, operation
+from pyinfra.api.state import BaseStateCallback
 from pyinfra.operations import files, pip
 
 from tasks.accounting import cluster_registered
 from tasks.common import project_file
 from tasks.jobconf import build_job_conf, verification_tools
 from tasks.model import Cluster, Galaxy
-from tasks.operations import changed_operations, fail, log_tail, rolled_back, run, wait_until
+from tasks.operations import changed_operations, fail, log_tail, privilege_arguments, rolled_back, run, wait_until
 
 SHARE_DIR = "/usr/local/share/pyinfra-galaxy-slurm"
 VERIFY_SCRIPT = f"{SHARE_DIR}/slurm-verify.sbatch"
@@ -601,6 +602,23 @@ class GalaxyCheckAhead:
     """The Galaxy hosts whose job check runs ahead in this run (filled at execution)."""
 
     started: set[str] = set()
+    watching = False  # StopCheckAheadOnFailure is registered
+
+
+class StopCheckAheadOnFailure(BaseStateCallback):
+    """A host that fails an operation runs none after it, so its check started ahead would outlive
+    the run (and its Galaxy job would count as in flight for the next run's refusals): stop it
+    then (galaxy-verify.py withdraws its job)."""
+
+    @staticmethod
+    def operation_host_error(state, host, op_hash, retry_count=0, max_retries=0):
+        if retry_count < max_retries or host.name not in GalaxyCheckAhead.started:
+            return
+        GalaxyCheckAhead.started.discard(host.name)
+        try:
+            host.run_shell_command(StringCommand(stop_check_ahead()), _timeout=120, **privilege_arguments(host))
+        except Exception as error:  # noqa: BLE001 - a callback must not break pyinfra's run
+            logger.warning(f"{host.print_prefix}could not stop the Galaxy job check started ahead: {error}")
 
 
 @deploy("Galaxy job check, started ahead")
@@ -637,6 +655,9 @@ def galaxy_check_started(command: str, galaxy: Galaxy, group: str):
                      f"--property UMask=0077 /bin/sh -c {shlex.quote(job)}")
     if ok:
         GalaxyCheckAhead.started.add(host.name)
+        if not GalaxyCheckAhead.watching:
+            GalaxyCheckAhead.watching = True
+            host.state.add_callback_handler(StopCheckAheadOnFailure())
     else:
         logger.warning(f"The Galaxy job check could not start ahead (it runs at the end): {output[-500:]}")
 
