@@ -7,6 +7,7 @@ a fixed time, and fail the host with what an admin needs to see.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shlex
@@ -17,6 +18,7 @@ from lxml import etree
 from pyinfra import host, logger
 from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.api.state import BaseStateCallback
+from pyinfra.facts.files import Sha1File
 from pyinfra.operations import files, pip
 
 from tasks.accounting import cluster_registered
@@ -626,8 +628,16 @@ def start_galaxy_check_ahead(cluster: Cluster) -> None:
     """On a re-run, the Galaxy job check (a minute's worth of Galaxy and Slurm round trips) starts
     before the layers are checked and runs beside them; `verify_galaxy` keeps its result only when
     no operation on any host changed anything, so that it saw the cluster as the run leaves it.
-    Otherwise it is stopped (its job withdrawn) and the check runs again at the end."""
+    Otherwise it is stopped (its job withdrawn) and the check runs again at the end.
+
+    Not when this run rewrites job_conf.xml: a runner switch or a removed handler would strand
+    the check's own job (what the deploy refuses for jobs in flight, judged before this job
+    exists); in the lab a DRMAA job left in flight across a switch to the CLI runner kept that
+    runner from ever finishing the next job."""
     if not galaxy_check_wanted(cluster, say_why_not=False):
+        return
+    job_conf = hashlib.sha1(build_job_conf(cluster.galaxy).encode()).hexdigest()
+    if host.get_fact(Sha1File, path=cluster.galaxy.job_conf) != job_conf:
         return
     galaxy_check_started(name="The Galaxy job check starts now, in the background (kept if nothing changes)",
                          command=galaxy_check_command(cluster.galaxy), galaxy=cluster.galaxy, group=supervisor_group())
