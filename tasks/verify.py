@@ -636,7 +636,7 @@ def start_galaxy_check_ahead(cluster: Cluster) -> None:
     runner from ever finishing the next job."""
     if not galaxy_check_wanted(cluster, say_why_not=False):
         return
-    job_conf = hashlib.sha1(build_job_conf(cluster.galaxy).encode()).hexdigest()
+    job_conf = hashlib.sha1(build_job_conf(cluster.galaxy)).hexdigest()  # the bytes config_file writes
     if host.get_fact(Sha1File, path=cluster.galaxy.job_conf) != job_conf:
         return
     galaxy_check_started(name="The Galaxy job check starts now, in the background (kept if nothing changes)",
