@@ -11,6 +11,7 @@ from tasks.drmaa import install_slurm_drmaa
 from tasks.galaxy import build_galaxy_venv_ahead, install_galaxy, prepare_galaxy_hosts
 from tasks.hosts import configure_hosts
 from tasks.munge import install_munge
+from tasks.packages import install_stack_packages
 from tasks.slurm import install_slurm
 from tasks.timings import time_operations_if_asked
 from tasks.verify import start_galaxy_check_ahead, verify_galaxy, verify_slurm
@@ -25,6 +26,8 @@ configure_hosts(cluster)
 prepare_galaxy_hosts(cluster)
 # A first install builds Galaxy's venv in the background while the Slurm layers install.
 build_galaxy_venv_ahead(cluster)
+# A first install puts every layer's packages in at once; each layer below starts its own daemons.
+install_stack_packages(cluster)
 install_munge(cluster)
 install_accounting(cluster)
 install_slurm(cluster)

@@ -36,6 +36,7 @@ from tasks.common import once, render
 from tasks.model import Cluster
 from tasks.model.accounting import Accounting, read_password_file
 from tasks.operations import config_file, read_secret, restart_checked, run, secret_stdin_command
+from tasks.packages import first_install, packages_at_once
 from tasks.platform import DATABASE_SERVICE, PACKAGES_DATABASE, PACKAGES_DBD, STORAGE_TYPE
 
 LOG_DIR = "/var/log/slurm"  # the Slurm layer's log directory (tasks.slurm.PATHS)
@@ -97,15 +98,18 @@ def install_accounting(cluster: Cluster) -> None:
     if accounting is None or host.name != accounting.dbd_host.inventory_name:
         return
     password = storage_password()  # at collection: an unreadable slurmdbd.conf stops the run before any change
+    installed = packages_at_once(cluster)  # a first install: MariaDB and slurmdbd came in the stack's apt run
     if accounting.local_database:
-        apt.packages(name="Install MariaDB for slurmdbd", packages=list(PACKAGES_DATABASE), no_recommends=True)
+        if not installed:
+            apt.packages(name="Install MariaDB for slurmdbd", packages=list(PACKAGES_DATABASE), no_recommends=True)
         systemd.service(name="MariaDB enabled and running", service=DATABASE_SERVICE, running=True, enabled=True)
         mysql.database(name=f"slurmdbd's database {accounting.storage_loc}", database=accounting.storage_loc)
         database_user(name=f"slurmdbd's database user {accounting.storage_user}@localhost (password through stdin)",
                       user=accounting.storage_user, password=password)
         mysql.privileges(name=f"{accounting.storage_user} may use {accounting.storage_loc}", user=accounting.storage_user,
                          privileges=["ALL"], database=accounting.storage_loc)
-    apt.packages(name="Install slurmdbd", packages=list(PACKAGES_DBD), no_recommends=True)
+    if not installed:
+        apt.packages(name="Install slurmdbd", packages=list(PACKAGES_DBD), no_recommends=True)
     files.directory(name="Slurm log directory", path=LOG_DIR, user="slurm", group="slurm", mode="0755")
     conf_path = slurmdbd_conf_path(accounting)
     conf = config_file(
@@ -126,7 +130,9 @@ def install_accounting(cluster: Cluster) -> None:
         log=f"{LOG_DIR}/slurmdbd.log",
         what="slurmdbd",
         unit="slurmdbd",
-        settle=2,
+        # Settling guards a rollback to the previous slurmdbd.conf; a first install has none, and
+        # the verification after the Slurm layer reads the cluster back from slurmdbd.
+        settle=0 if first_install(cluster) else 2,
         _if=lambda: conf.did_change() or not run(slurmdbd_up(accounting))[0],
     )
 

@@ -14,6 +14,8 @@ from pyinfra.operations import apt, postgresql, systemd
 
 from tasks.model import Cluster
 from tasks.model.database import DATABASE_NAME
+from tasks.packages import packages_at_once
+from tasks.platform import PACKAGES_POSTGRESQL
 
 
 @deploy("Galaxy's database")
@@ -22,7 +24,8 @@ def install_database(cluster: Cluster) -> None:
     if galaxy is None or host.name != galaxy.host.inventory_name or not galaxy.database.local_postgresql:
         return
     version = galaxy.host.platform.postgresql
-    apt.packages(name=f"PostgreSQL {version} (Debian's)", packages=["postgresql"], no_recommends=True)
+    if not packages_at_once(cluster):  # a first install: in the stack's apt run (tasks.packages)
+        apt.packages(name=f"PostgreSQL {version} (Debian's)", packages=list(PACKAGES_POSTGRESQL), no_recommends=True)
     systemd.service(name=f"PostgreSQL {version} enabled and running", service="postgresql",
                     running=True, enabled=True)
     # psql runs as the postgres superuser (peer authentication), through su as this run's root.

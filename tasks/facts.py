@@ -12,6 +12,7 @@ from pyinfra.facts.util.packaging import parse_packages
 from tasks.model import GalaxyJob, HostFacts
 from tasks.model.database import GalaxyDatabaseState
 from tasks.model.galaxy import JOB_STATES_IN_FLIGHT
+from tasks.packages import POLICY_MARKER, POLICY_RC_D
 
 # One round trip per host. Every line is key=value; the command always exits 0
 # (a failing fact would fail the host), missing tools give empty values.
@@ -27,6 +28,7 @@ echo "python=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>
 getent passwd | awk -F: '{print "user=" $1 ":" $3}'
 getent group | awk -F: '{print "group=" $1 ":" $3}'
 awk '$2 == "/sys/fs/cgroup" || $2 == "/sys/fs/cgroup/freezer" {split($4, o, ","); print "mount:" $2 "=" o[1]}' /proc/mounts
+""" + f"""echo "policy_rc_d=$(test -e {POLICY_RC_D} && {{ grep -qF '{POLICY_MARKER}' {POLICY_RC_D} && echo ours || echo other; }})"
 true
 """
 
@@ -74,6 +76,7 @@ def parse_host_profile(lines: list[str]) -> HostFacts:
         cgroup_fs=values.get("cgroup_fs", ""),
         cgroup_writable=_cgroup_writable(values),
         python=values.get("python", ""),
+        policy_rc_d=values.get("policy_rc_d", ""),
         users=accounts["user"],
         groups=accounts["group"],
     )

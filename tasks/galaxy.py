@@ -25,9 +25,12 @@ from tasks.destinations import destinations_schedulable
 from tasks.facts import PythonVenv, VenvFacts, VenvPackages
 from tasks.jobconf import build_job_conf, verification_tools
 from tasks.model import Cluster, ClusterHost, Galaxy
-from tasks.operations import backup_of, config_file, fail, read_secret, restart_checked, run, wait_until
+from tasks.operations import (
+    backup_of, config_file, fail, finished_in_background, read_secret, restart_checked, run, started_in_background, wait_until,
+)
+from tasks.platform import PACKAGES_GALAXY
 from tasks.verify import (
-    GALAXY_ADMIN_KEY, GALAXY_START_TIMEOUT, VERIFY_VENV, file_present, galaxy_accounts, galaxy_answers, galaxy_ready,
+    BIOBLEND, GALAXY_ADMIN_KEY, GALAXY_START_TIMEOUT, VERIFY_VENV, file_present, galaxy_accounts, galaxy_answers, galaxy_ready,
     handlers_restart, install_verification_tools, report, verify_command,
 )
 
@@ -39,7 +42,6 @@ NFS_OPTIONS = "rw,sync,no_subtree_check"
 UV = "uv==0.13.9"
 UV_BIN = f"{VERIFY_VENV}/bin/uv"
 VENV_AHEAD_UNIT = "pgs-galaxy-venv"  # the transient unit of build_galaxy_venv_ahead
-VENV_AHEAD_TIMEOUT = 1800
 
 
 @deploy("Galaxy account and shared directory")
@@ -188,8 +190,11 @@ def venv_packages(venv: str, packages: list[str], with_uv: bool = True):
 
 
 def python_venv_and_uv() -> None:
-    apt.packages(name="Python venv and supervisor", packages=["python3-venv", "supervisor"], no_recommends=True)
-    venv_packages(name=f"uv in the deploy's own venv {VERIFY_VENV}", venv=VERIFY_VENV, packages=[UV], with_uv=False)
+    """Python's venv module and supervisor; the deploy's own venv with uv (which installs Galaxy's)
+    and bioblend (the Galaxy checks), in one pip run."""
+    apt.packages(name="Python venv and supervisor", packages=list(PACKAGES_GALAXY), no_recommends=True)
+    venv_packages(name=f"uv and bioblend in the deploy's own venv {VERIFY_VENV}", venv=VERIFY_VENV, packages=[UV, BIOBLEND],
+                  with_uv=False)
 
 
 @deploy("Galaxy's venv, built ahead")
@@ -204,40 +209,14 @@ def build_galaxy_venv_ahead(cluster: Cluster) -> None:
     if host.get_fact(PythonVenv, path=galaxy.venv).present:
         return
     python_venv_and_uv()
-    venv_build_started(name=f"Galaxy {galaxy.version}'s venv {galaxy.venv}: built in the background by uv, as {galaxy.user}",
-                       venv=galaxy.venv, packages=galaxy.pip_packages, user=galaxy.user, home=galaxy.root)
+    started_in_background(name=f"Galaxy {galaxy.version}'s venv {galaxy.venv}: built in the background by uv, as {galaxy.user}",
+                          unit=VENV_AHEAD_UNIT, command=venv_build_command(galaxy.venv, galaxy.pip_packages),
+                          user=galaxy.user, directory=galaxy.root)
 
 
-@operation()
-def venv_build_started(venv: str, packages: list[str], user: str, home: str):
-    """The venv made and `packages` installed by uv in a transient unit running as `user`
-    (its output in the journal: `journalctl -u pgs-galaxy-venv`)."""
-    build = (f"/usr/bin/python3 -m venv {shlex.quote(venv)} && "
-             f"{uv_install_command(venv)} {' '.join(shlex.quote(p) for p in packages)}")
-    yield StringCommand(
-        f"systemd-run --quiet --unit {VENV_AHEAD_UNIT} --uid {shlex.quote(user)} --gid {shlex.quote(user)} "
-        f"--working-directory {shlex.quote(home)} --setenv HOME={shlex.quote(home)} /bin/sh -c {shlex.quote(build)}"
-    )
-
-
-@operation(is_idempotent=True)
-def venv_built_ahead():
-    """Wait for a venv build started ahead (this run's, or one a failed run left running) to end;
-    if it failed, say so with its journal: the install after this does what it did not."""
-    if not host.state.is_executing:
-        return
-    active, failed = (f"systemctl is-active --quiet {VENV_AHEAD_UNIT}", f"systemctl is-failed --quiet {VENV_AHEAD_UNIT}")
-    if not run(active)[0] and not run(failed)[0]:
-        return  # none started (a finished transient unit is gone)
-    started = time.monotonic()
-    if not wait_until(f"! {active}", VENV_AHEAD_TIMEOUT):
-        yield fail(f"Galaxy's venv built ahead ({VENV_AHEAD_UNIT}) still runs after {VENV_AHEAD_TIMEOUT} s: "
-                   f"see journalctl -u {VENV_AHEAD_UNIT}")
-    elif run(failed)[0]:
-        _, journal = run(f"journalctl -u {VENV_AHEAD_UNIT} -n 20 --no-pager; systemctl reset-failed {VENV_AHEAD_UNIT}")
-        logger.warning(f"{host.print_prefix}Galaxy's venv built ahead failed; it is installed now instead:\n{journal}")
-    else:
-        report(f"Galaxy's venv built ahead: finished {time.monotonic() - started:.1f} s after this run reached it")
+def venv_build_command(venv: str, packages: list[str]) -> str:
+    """The venv made by the host's python3 and `packages` installed into it by uv."""
+    return f"/usr/bin/python3 -m venv {shlex.quote(venv)} && {uv_install_command(venv)} {' '.join(shlex.quote(p) for p in packages)}"
 
 
 @deploy("Galaxy")
@@ -254,7 +233,8 @@ def install_galaxy(cluster: Cluster) -> None:
         files.directory(name=f"Galaxy directory {path}", path=path, mode=mode, **owner)
     venv_rebuilt_if_stale(name=f"A venv made by another Python moved aside, to be rebuilt ({galaxy.venv})",
                           venv=galaxy.venv, rebuild=galaxy.rebuild_venv)
-    venv_built_ahead(name=f"Galaxy's venv built ahead, in the background: finished ({VENV_AHEAD_UNIT})")
+    finished_in_background(name=f"Galaxy's venv built ahead, in the background: finished ({VENV_AHEAD_UNIT})",
+                           unit=VENV_AHEAD_UNIT, what="Galaxy's venv built ahead")
     packages = venv_packages(
         name=f"Galaxy {galaxy.version if galaxy.install else '(kept)'} and DRMAA Python in {galaxy.venv}, as {galaxy.user} (uv)",
         venv=galaxy.venv,

@@ -11,12 +11,9 @@ munged everywhere.
 munged refuses to start when its directories are writable by others
 ("insecure" permissions, munged(8)): the deploy owns their modes.
 
-On a first install without accounting (`tasks.slurm.munge_with_slurm`) the key and
-the drop-in go in before the package, and munge comes with the Slurm packages
-in their one apt run (they depend on it, so dpkg configures munge first):
-Debian's munge package keeps a key it finds, making it munge's and 0400
-(munge.postinst), so munged's first start already has the cluster's key.
-`configure_munge` then runs after that apt run, from the Slurm layer.
+On a first install the munge package comes with the whole stack's, munged's
+start held until this layer has put the cluster's key and drop-in in place
+(tasks.packages); munged is then started here, checked.
 """
 
 from __future__ import annotations
@@ -31,7 +28,7 @@ from tasks.cluster import current_cluster
 from tasks.common import once, project_file
 from tasks.model import Cluster
 from tasks.operations import config_file, read_secret, restart_checked, run
-from tasks.slurm import munge_with_slurm
+from tasks.packages import packages_at_once
 
 MUNGE_KEY = "/etc/munge/munge.key"
 MUNGE_KEY_BYTES = 128  # what mungekey(8) and Debian's munge package make
@@ -54,40 +51,28 @@ def cluster_munge_key() -> bytes:
 
 @deploy("MUNGE")
 def install_munge(cluster: Cluster) -> None:
-    if munge_with_slurm(cluster):
-        # Before the package: root's until munge.postinst makes them munge's.
-        files.directory(name="MUNGE key directory, before the package (first install)", path="/etc/munge",
-                        user="root", group="root", mode="0700")
-        munge_key_file("root", ", before the package (first install)")
-        files.put(name="munged logs to syslog (systemd drop-in), before the package (first install)",
-                  src=project_file("munge-syslog.conf"), dest=DROP_IN)
-        return  # the package comes with Slurm's; configure_munge runs after it
-    apt.packages(name="Install munge", packages=["munge"], no_recommends=True)
+    if not packages_at_once(cluster):
+        apt.packages(name="Install munge", packages=["munge"], no_recommends=True)
     configure_munge()
 
 
-def munge_key_file(owner: str, when: str = ""):
-    """The cluster's munge key at MUNGE_KEY, 0400 `owner` (user and group), sent through stdin."""
-    return config_file(
-        name=f"The cluster's munge key{when} (through stdin, never in a file others can read)",
-        content=cluster_munge_key(),
-        dest=MUNGE_KEY,
-        user=owner,
-        group=owner,
-        mode="0400",
-        secret=True,
-    )
-
-
-def configure_munge(first_install: bool = False) -> None:
+def configure_munge() -> None:
     """munge's directories, drop-in and key as munge owns them, munged enabled, and restarted
-    (checked: a credential decodes) when any of them changed, it is not running, or this is
-    the first install (its key and drop-in came before the package)."""
+    (checked: a credential decodes) when any of them changed or it is not running (a first
+    install: its start was held for its key)."""
     for path, mode in MUNGE_DIRS.items():
         files.directory(name=f"MUNGE directory {path} ({mode}, munge)", path=path, user="munge", group="munge", mode=mode)
     drop_in = files.put(name="munged logs to syslog (systemd drop-in)", src=project_file("munge-syslog.conf"), dest=DROP_IN)
     systemd.daemon_reload(name="Reload systemd for the munge drop-in", _if=drop_in.did_change)
-    key = munge_key_file("munge")
+    key = config_file(
+        name="The cluster's munge key (through stdin, never in a file others can read)",
+        content=cluster_munge_key(),
+        dest=MUNGE_KEY,
+        user="munge",
+        group="munge",
+        mode="0400",
+        secret=True,
+    )
     systemd.service(name="munged enabled", service="munge", running=None, enabled=True)
     restart_checked(
         name="Start or restart munged for its new key or options (checked: a credential decodes)",
@@ -98,6 +83,5 @@ def configure_munge(first_install: bool = False) -> None:
         what="munged",
         unit="munge",
         settle=0,
-        _if=lambda: first_install or drop_in.did_change() or key.did_change()
-        or not run("systemctl is-active --quiet munge")[0],
+        _if=lambda: drop_in.did_change() or key.did_change() or not run("systemctl is-active --quiet munge")[0],
     )

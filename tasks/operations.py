@@ -227,3 +227,38 @@ def rolled_back(restart: str, healthy: str, configs: list[str], what: str, why: 
         f"version{'s' if len(backups) > 1 else ''} (the new one is gone; the old is also kept as *{BACKUP_SUFFIX}) "
         f"and restarted: {state}. Fix the inventory and re-run. Before the rollback:\n{evidence}"
     )
+
+
+BACKGROUND_TIMEOUT = 1800  # seconds a wait for work started in the background lasts at most
+
+
+@operation()
+def started_in_background(unit: str, command: str, user: str = "root", directory: str = "/"):
+    """`command` (sh) started as the transient systemd unit `unit`, as `user` (HOME and working
+    directory `directory`), while the run goes on: its output goes to the journal
+    (`journalctl -u <unit>`). `finished_in_background` waits for it."""
+    yield StringCommand(
+        f"systemd-run --quiet --unit {shlex.quote(unit)} --uid {shlex.quote(user)} --gid {shlex.quote(user)} "
+        f"--working-directory {shlex.quote(directory)} --setenv HOME={shlex.quote(directory)} "
+        f"/bin/sh -c {shlex.quote(command)}"
+    )
+
+
+@operation(is_idempotent=True)
+def finished_in_background(unit: str, what: str):
+    """Wait for the transient unit `unit` (this run's, or one a failed run left running) to end.
+    If it failed, say so with its journal and go on: the operations after this one do in order
+    what it did not. None started (a finished transient unit is gone): nothing to wait for."""
+    if not host.state.is_executing:
+        return
+    active, failed = (f"systemctl is-active --quiet {unit}", f"systemctl is-failed --quiet {unit}")
+    if not run(active)[0] and not run(failed)[0]:
+        return
+    started = time.monotonic()
+    if not wait_until(f"! {active}", BACKGROUND_TIMEOUT):
+        yield fail(f"{what} ({unit}) still runs after {BACKGROUND_TIMEOUT} s: see journalctl -u {unit}")
+    elif run(failed)[0]:
+        _, journal = run(f"journalctl -u {unit} -n 20 --no-pager; systemctl reset-failed {unit}")
+        logger.warning(f"{host.print_prefix}{what} failed in the background; it is done in order now instead:\n{journal}")
+    else:
+        logger.info(f"{host.print_prefix}{what}: finished {time.monotonic() - started:.1f} s after this run reached it")

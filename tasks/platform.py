@@ -146,6 +146,13 @@ PACKAGES_BY_ROLE = {
 PACKAGES_DBD = ("slurmdbd",)
 PACKAGES_DATABASE = ("mariadb-server",)
 DATABASE_SERVICE = "mariadb"
+# The Galaxy host's: Galaxy's venv is made by the host's python3, its processes run under supervisor;
+# slurm-drmaa built from its release needs a compiler and Slurm's headers; Galaxy's PostgreSQL (unless
+# an existing server is given) and nginx in front come from Debian.
+PACKAGES_GALAXY = ("python3-venv", "supervisor")
+PACKAGES_DRMAA_BUILD = ("build-essential", "libslurm-dev")
+PACKAGES_POSTGRESQL = ("postgresql",)
+PACKAGES_WEB = ("nginx",)
 # slurmdbd.conf StorageType for MySQL/MariaDB (the only storage plugin since 15.08).
 STORAGE_TYPE = "accounting_storage/mysql"
 ACCOUNTING_STORAGE_TYPE = "accounting_storage/slurmdbd"

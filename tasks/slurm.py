@@ -19,14 +19,17 @@ that rejected it, with their daemon's log. A failed host would be dropped from
 later operations, so the rejection is recorded (`Rollout`) and the hosts fail
 only after the rollback.
 
-On every host the configuration is in place before the daemon packages are
-installed, so their first start has it (Debian 13's slurmd otherwise hangs 90 s
-and fails), and a daemon that started after its files were written is checked,
-not restarted (`started_after`). On a first install (`first_install`: no host
-has Slurm, so no daemon runs and nothing can be disturbed) every host takes its
-files and packages at once with the controller, and every daemon is checked in
-the same operation as slurmctld; a rejected first configuration fails the run
-as before. Every host runs the same sequence of operations (role-specific ones
+No daemon starts without its configuration: on a first install the packages
+came in the stack's one apt run with their starts held (tasks.packages);
+otherwise the files are in place before the daemon packages are installed, so
+their first start has them (Debian 13's slurmd otherwise hangs 90 s and fails).
+A daemon that started after its files were written is checked, not restarted
+(`started_after`). On a first install (`first_install`: no host has Slurm, so no
+daemon runs and nothing can be disturbed) every host takes its files with the
+controller, and every daemon is started and checked in the same operation as
+slurmctld, without the settling time that guards a rollback (there is nothing
+to roll back to; the verification follows); a rejected first configuration
+fails the run as before. Every host runs the same sequence of operations (role-specific ones
 are skipped with `_if`): pyinfra orders operations across hosts by each host's
 sequence, and this is what makes "controller first" hold.
 """
@@ -47,9 +50,9 @@ from tasks.common import project_file, render
 from tasks.model import Cluster
 from tasks.operations import backup_of, config_absent, config_file, fail, restart_checked, restore_commands, run, wait_until
 from tasks.platform import (
-    ACCOUNTING_STORAGE_TYPE, CGROUP_CONF, NODE_ATTRIBUTES, NODES_ADDED_OR_REMOVED, PACKAGES_ALL, PACKAGES_BY_ROLE, PARTITIONS,
-    Platform,
+    ACCOUNTING_STORAGE_TYPE, CGROUP_CONF, NODE_ATTRIBUTES, NODES_ADDED_OR_REMOVED, PARTITIONS, Platform,
 )
+from tasks.packages import first_install, packages_at_once, packages_for
 from tasks.verify import report
 
 
@@ -167,23 +170,6 @@ def render_cgroup_conf(cluster: Cluster) -> str | None:
     return render("cgroup.conf.j2", cluster=cluster) if cluster.cgroup_conf else None
 
 
-def packages_for(roles: frozenset[str]) -> list[str]:
-    return sorted({package for role in roles for package in PACKAGES_BY_ROLE[role]})
-
-
-def first_install(cluster: Cluster) -> bool:
-    """No host has Slurm yet and every host answered: no daemon runs anywhere, so the
-    controller-first order (which keeps a bad slurm.conf from running daemons) guards
-    nothing, and every host can take its files and packages at once."""
-    return all(h.reachable and not h.platform.slurm_installed for h in cluster.hosts)
-
-
-def munge_with_slurm(cluster: Cluster) -> bool:
-    """A first install without accounting: munge comes in the Slurm packages' apt run (tasks.munge).
-    With accounting, slurmdbd (installed before this layer) needs munged first."""
-    return first_install(cluster) and getattr(cluster, "accounting", None) is None
-
-
 def started_after(daemon: str, configs: list[str]) -> str:
     """A shell test: `daemon` is active and its process started after every one of
     `configs` was last written (whole seconds, strictly later), so it runs them:
@@ -203,6 +189,10 @@ def install_slurm(cluster: Cluster) -> None:
     written = Written([f"{config_dir}/slurm.conf", f"{config_dir}/cgroup.conf"])
     # A first install: every host in the controller's wave, its slurmd checked beside slurmctld.
     fresh = first_install(cluster)
+    installed = packages_at_once(cluster)  # the stack's packages came in one apt run (tasks.packages)
+    # Settling guards the rollback to the previous configuration; a first install has none, and
+    # the Slurm verification (nodes healthy, a job) follows at once.
+    settle = 0 if fresh else 3
     in_first_wave = is_controller or fresh
     slurmd_with_controller = fresh and is_compute and not is_controller
 
@@ -220,14 +210,9 @@ def install_slurm(cluster: Cluster) -> None:
     # 1. The controller (every host on a first install): configuration, packages, slurmctld;
     # how to apply a change.
     _configuration(cluster, config_dir, "on the controller first", first_wave, written)
-    apt.packages(name="Install the controller's Slurm packages (every host's on a first install; munge too without accounting)",
-                 packages=(sorted({*packages_for(me.roles), *PACKAGES_ALL}) if munge_with_slurm(cluster)
-                           else packages_for(me.roles if fresh else frozenset({"controller"}))),
-                 no_recommends=True, _if=first_wave)
-    if munge_with_slurm(cluster):
-        from tasks.munge import configure_munge  # tasks.munge imports this module
-
-        configure_munge(first_install=True)
+    apt.packages(name="Install the controller's Slurm packages (every host's on a first install)",
+                 packages=packages_for(me.roles if fresh else frozenset({"controller"})),
+                 no_recommends=True, _if=lambda: first_wave() and not installed)
     _owned_dir("Slurm log directory", PATHS.log_dir, _if=lambda: in_first_wave and (is_controller or is_compute))
     _owned_dir("slurmctld state directory", PATHS.state_save, _if=lambda: is_controller)
     systemd.service(name="slurmctld enabled and running", service="slurmctld", running=True, enabled=True,
@@ -252,9 +237,10 @@ def install_slurm(cluster: Cluster) -> None:
                 log=f"{PATHS.log_dir}/slurmctld.log",
                 what="slurmctld",
                 unit="slurmctld",
+                settle=settle,
                 on_rollback=Rollout.reject_controller)
            if is_controller else dict(name="slurmd took its first configuration, beside slurmctld (checked; recorded for the rollback)",
-                                      **_slurmd_restart_arguments(written.paths))),
+                                      **_slurmd_restart_arguments(written.paths), settle=settle)),
         _if=lambda: (is_controller or slurmd_with_controller) and written.changed(),
     )
 

@@ -19,7 +19,7 @@ from pyinfra import host, logger
 from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.api.state import BaseStateCallback
 from pyinfra.facts.files import Sha1File
-from pyinfra.operations import files, pip
+from pyinfra.operations import files
 
 from tasks.accounting import cluster_registered
 from tasks.common import project_file
@@ -712,15 +712,10 @@ def supervisor_group() -> str:
 
 
 def install_verification_tools() -> None:
-    """bioblend in the deploy's own venv, galaxy-verify.py and the root-only key directory."""
+    """galaxy-verify.py and the root-only key directory (bioblend is in the deploy's own venv:
+    tasks.galaxy.python_venv_and_uv)."""
     files.directory(name="Private directory for the Galaxy admin's and verification user's API keys", path=PRIVATE_DIR,
                     mode="0700")
-    pip.packages(
-        name=f"bioblend in the deploy's own venv {VERIFY_VENV}",
-        packages=[BIOBLEND],
-        virtualenv=VERIFY_VENV,
-        virtualenv_kwargs={"venv": True, "python": "/usr/bin/python3"},
-    )
     files.put(name="Galaxy verification script", src=project_file("galaxy-verify.py"), dest=GALAXY_VERIFY_SCRIPT, mode="0755")
 
 

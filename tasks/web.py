@@ -20,6 +20,8 @@ from pyinfra.operations import apt, files, systemd
 from tasks.common import any_changed, render
 from tasks.model import Cluster
 from tasks.operations import backup_of, config_file, fail, restore_commands, run, wait_until
+from tasks.packages import packages_at_once
+from tasks.platform import PACKAGES_WEB
 from tasks.verify import file_present
 
 SITE = "/etc/nginx/sites-available/galaxy"
@@ -65,7 +67,8 @@ def install_web(cluster: Cluster) -> None:
     if galaxy is None or host.name != galaxy.host.inventory_name:
         return
     front = galaxy.front
-    apt.packages(name="nginx (Debian's)", packages=["nginx"], no_recommends=True)
+    if not packages_at_once(cluster):  # a first install: in the stack's apt run (tasks.packages)
+        apt.packages(name="nginx (Debian's)", packages=list(PACKAGES_WEB), no_recommends=True)
     if front.tls:
         file_present(name=f"TLS certificate {front.tls_certificate} is on the Galaxy host", path=front.tls_certificate)
         file_present(name=f"TLS key {front.tls_key} is on the Galaxy host", path=front.tls_key)

@@ -29,6 +29,7 @@ class HostFacts:
     cgroup_fs: str  # filesystem type at /sys/fs/cgroup: cgroup2fs on cgroup v2 hosts
     cgroup_writable: bool
     python: str = ""  # python3's "major.minor"
+    policy_rc_d: str = ""  # /usr/sbin/policy-rc.d: "" none, "ours" (tasks.packages), "other"
     users: Mapping[str, int] = field(default_factory=dict)  # name -> uid
     groups: Mapping[str, int] = field(default_factory=dict)  # name -> gid
 

@@ -25,6 +25,18 @@ def test_fresh_rollout_verifies_the_cluster(first_deploy):
     assert first_deploy.changes > 0
 
 
+def test_first_install_leaves_no_start_policy_and_every_daemon_enabled(first_deploy, lab_host):
+    """The first install's one apt run held the daemons' starts with a policy-rc.d (tasks.packages):
+    it is gone afterwards, and every daemon its layers started is enabled for the next boot."""
+    for name in HOST_NAMES:
+        host = lab_host(name)
+        assert not host.file("/usr/sbin/policy-rc.d").exists, name
+        daemons = ["munge"] + (["slurmctld", "slurmdbd", "mariadb"] if name == HOST_NAMES[0] else []) + \
+            (["slurmd"] if name in COMPUTE_NAMES else [])
+        for daemon in daemons:
+            assert host.service(daemon).is_enabled and host.service(daemon).is_running, (name, daemon)
+
+
 def test_fresh_rollout_ran_a_galaxy_job_through_slurm(first_deploy):
     assert "Loaded job runner 'galaxy.jobs.runners.cli:ShellJobRunner' as 'slurm'" in first_deploy.log
     match = GALAXY_THROUGH_SLURM.search(first_deploy.log)
