@@ -14,7 +14,8 @@ from tasks.munge import install_munge
 from tasks.packages import install_stack_packages
 from tasks.slurm import install_slurm
 from tasks.timings import time_operations_if_asked
-from tasks.verify import start_galaxy_check_ahead, verify_galaxy, verify_slurm
+from tasks.verify.galaxy import start_galaxy_check_ahead, verify_galaxy
+from tasks.verify.slurm import verify_slurm
 from tasks.web import install_web
 
 cluster = current_cluster()

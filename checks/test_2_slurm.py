@@ -6,7 +6,7 @@ import pytest
 
 from checks.cluster import listening_tcp_ports, odd_ones_out
 from tasks.slurm import packages_for
-from tasks.verify import parse_sinfo_nodes
+from tasks.verify.slurm import parse_sinfo_nodes
 
 # Slurm's defaults (slurm.conf(5)); slurm_config_extra may set others.
 DEFAULT_PORTS = {"SlurmctldPort": 6817, "SlurmdPort": 6818}

@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 import secrets
 import shlex
-import time
 
-from pyinfra import host, inventory, logger
-from pyinfra.api import StringCommand, deploy, operation
+from pyinfra import host, inventory
+from pyinfra.api import deploy, operation
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, pip, server, systemd
 from pyinfra.operations.util.packaging import PkgInfo, ensure_packages
@@ -26,12 +25,13 @@ from tasks.facts import PythonVenv, VenvFacts, VenvPackages
 from tasks.jobconf import build_job_conf, verification_tools
 from tasks.model import Cluster, ClusterHost, Galaxy
 from tasks.operations import (
-    backup_of, config_file, fail, finished_in_background, read_secret, restart_checked, run, started_in_background, wait_until,
+    backup_of, config_file, finished_in_background, read_secret, restart_checked, run, started_in_background,
 )
 from tasks.platform import PACKAGES_GALAXY
-from tasks.verify import (
-    BIOBLEND, GALAXY_ADMIN_KEY, GALAXY_START_TIMEOUT, VERIFY_VENV, file_present, galaxy_accounts, galaxy_answers, galaxy_ready,
-    handlers_restart, install_verification_tools, report, verify_command,
+from tasks.verify.common import file_present
+from tasks.verify.galaxy import (
+    BIOBLEND, GALAXY_ADMIN_KEY, GALAXY_START_TIMEOUT, VERIFY_VENV, galaxy_accounts, galaxy_answers, galaxy_ready,
+    handlers_restart, install_verification_tools, verify_command,
 )
 
 SUPERVISOR_GROUP = "gx"

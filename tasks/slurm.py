@@ -53,7 +53,7 @@ from tasks.platform import (
     ACCOUNTING_STORAGE_TYPE, CGROUP_CONF, NODE_ATTRIBUTES, NODES_ADDED_OR_REMOVED, PARTITIONS, Platform,
 )
 from tasks.packages import first_install, packages_at_once, packages_for
-from tasks.verify import report
+from tasks.verify.common import report
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from tasks.accounting import native_password_hash, render_slurmdbd_conf
 from tasks.common import render
 from tasks.model import ClusterConfigError, build_cluster
 from tasks.slurm import render_slurm_conf
-from tasks.verify import parse_sacct
+from tasks.verify.slurm import parse_sacct
 from tests.unit.conftest import inventory_host, small_cluster
 from tests.unit.test_slurm_conf import settings_of
 

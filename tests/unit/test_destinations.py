@@ -15,7 +15,7 @@ from tasks.destinations import destination_problem, requested_seconds, slurm_rea
 from tasks.model import Destination, build_cluster
 from tasks.jobconf import build_job_conf, check_job_conf, verification_tools
 from tasks.native_specification import sbatch_arguments, slurm_time_seconds
-from tasks.verify import destination_params, destination_report_lines
+from tasks.verify.galaxy import destination_params, destination_report_lines
 from tests.unit.conftest import small_cluster
 
 WILL_START = "sbatch: Job 4 to start at 2026-11-30T18:53:34 using 1 processors on nodes dest-c1 in partition short"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.verify import (
+from tasks.verify.slurm import (
     HEALTHY_STATES, STATE_FLAGS, STOPPED_STATES, UNUSABLE_STATES, base_state, node_health, parse_job, parse_sinfo_nodes,
 )
 
