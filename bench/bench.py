@@ -235,7 +235,9 @@ def main() -> None:
     use_lab(args.lab_name, args.lab_subnet)
     commit = subprocess.run(["git", "-C", str(PROJECT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     results: dict = {"commit": commit or None, "machine": machine(), "release": args.release, "date": time.strftime("%Y-%m-%d"),
-                     "repeat": args.repeat, "scale_repeat": args.scale_repeat, "full_stack_compute_hosts": args.full_nodes}
+                     "repeat": args.repeat, "scale_repeat": args.scale_repeat, "full_stack_compute_hosts": args.full_nodes,
+                     # other work on the machine shows here (the lab's own load comes after)
+                     "load_average_at_start": round(os.getloadavg()[0], 2)}
     memory = HostMemory()
     memory.start()
     try:
@@ -362,7 +364,9 @@ def markdown(results: dict) -> str:
     m = results["machine"]
     lines = [f"Measured {results['date']} on {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, {m['os']}, kernel "
              f"{m['kernel']}; {results['release']} lab hosts; {results['repeat']} run(s) each (scaling: "
-             f"{results.get('scale_repeat', 1)}), seconds unless noted; the machine was shared with other labs.", ""]
+             f"{results.get('scale_repeat', 1)}), seconds unless noted"
+             + (f"; load average {results['load_average_at_start']} when it started." if "load_average_at_start" in results
+                else "."), ""]
     if "full_stack_fresh_s" in results:
         n = results.get("full_stack_compute_hosts", 2)
         lines += ["| measurement | result |", "|---|---|",
