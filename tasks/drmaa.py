@@ -41,51 +41,36 @@ def install_slurm_drmaa(cluster: Cluster) -> None:
     file_present(name=f"libdrmaa is at {drmaa.library_path}", path=drmaa.library_path)
 
 
-def _release_tarball(drmaa: SlurmDrmaa) -> tuple[str, str]:
-    """The release tarball on the host (uploaded, or downloaded and checked) -> (its path, its sha256)."""
+def _build_from_release(drmaa: SlurmDrmaa) -> None:
     tarball = f"{SOURCE_DIR}/slurm-drmaa-{drmaa.version}.tar.gz"
     if drmaa.tarball:
         files.put(name="Upload the slurm-drmaa release tarball", src=drmaa.tarball, dest=tarball, mode="0644")
-        return tarball, sha256_of(drmaa.tarball)
-    files.download(name="Download the slurm-drmaa release tarball", src=drmaa.url, dest=tarball,
-                   sha256sum=drmaa.sha256, mode="0644")
-    return tarball, drmaa.sha256
-
-
-def _stamp(drmaa: SlurmDrmaa, checksum: str) -> tuple[str, str]:
-    """(the stamp file a build leaves, its first words: the libslurm it was built against follows)."""
-    return f"{drmaa.prefix}/.pyinfra-galaxy-slurm-build", f"slurm-drmaa {drmaa.version} sha256 {checksum} built against"
-
-
-def _build_commands(drmaa: SlurmDrmaa, tarball: str, checksum: str) -> list[str]:
-    """Unpack, configure, make, make install, and the stamp (last: a failed build is retried)."""
-    build_dir = f"{SOURCE_DIR}/slurm-drmaa-{drmaa.version}"
-    multiarch = "/usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)"
-    stamp_file, stamp = _stamp(drmaa, checksum)
-    return [
-        # No `tar -m`: reset timestamps would make make re-run autotools.
-        f"rm -rf {build_dir} && tar -xzf {tarball} -C {SOURCE_DIR}",
-        # --with-slurm-*: configure otherwise looks for Slurm next to `srun`.
-        (f"cd {build_dir} && ./configure --prefix={drmaa.prefix} --sysconfdir=/etc "
-         f"--with-slurm-inc=/usr/include --with-slurm-lib={multiarch} > configure.out 2>&1 "
-         "|| { tail -30 configure.out; exit 1; }"),
-        f"cd {build_dir} && make -j$(nproc) > make.out 2>&1 || {{ tail -30 make.out; exit 1; }}",
-        f"cd {build_dir} && make install > install.out 2>&1 || {{ tail -30 install.out; exit 1; }}",
-        f"echo \"{stamp} $({LIBSLURM_COMMAND})\" > {stamp_file}",
-    ]
-
-
-def _build_from_release(drmaa: SlurmDrmaa) -> None:
-    """Build and install the release, when the stamp says another version, tarball or libslurm."""
-    tarball, checksum = _release_tarball(drmaa)
-    stamp_file, stamp = _stamp(drmaa, checksum)
+        checksum = sha256_of(drmaa.tarball)
+    else:
+        files.download(name="Download the slurm-drmaa release tarball", src=drmaa.url, dest=tarball,
+                       sha256sum=drmaa.sha256, mode="0644")
+        checksum = drmaa.sha256
+    stamp_file = f"{drmaa.prefix}/.pyinfra-galaxy-slurm-build"
 
     def needs_build() -> bool:
         built = host.get_fact(Command, f"cat {stamp_file} 2>/dev/null || true")
-        return built != f"{stamp} {host.get_fact(Command, LIBSLURM_COMMAND)}"
+        return built != f"slurm-drmaa {drmaa.version} sha256 {checksum} built against {host.get_fact(Command, LIBSLURM_COMMAND)}"
 
+    build_dir = f"{SOURCE_DIR}/slurm-drmaa-{drmaa.version}"
+    multiarch = "/usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)"
     server.shell(
         name=f"Build and install slurm-drmaa {drmaa.version} (when its version or libslurm changed)",
-        commands=_build_commands(drmaa, tarball, checksum),
+        commands=[
+            # No `tar -m`: reset timestamps would make make re-run autotools.
+            f"rm -rf {build_dir} && tar -xzf {tarball} -C {SOURCE_DIR}",
+            # --with-slurm-*: configure otherwise looks for Slurm next to `srun`.
+            f"cd {build_dir} && ./configure --prefix={drmaa.prefix} --sysconfdir=/etc "
+            f"--with-slurm-inc=/usr/include --with-slurm-lib={multiarch} > configure.out 2>&1 "
+            "|| { tail -30 configure.out; exit 1; }",
+            f"cd {build_dir} && make -j$(nproc) > make.out 2>&1 || {{ tail -30 make.out; exit 1; }}",
+            f"cd {build_dir} && make install > install.out 2>&1 || {{ tail -30 install.out; exit 1; }}",
+            # Recorded last: a failed build is retried on the next run.
+            f"echo \"slurm-drmaa {drmaa.version} sha256 {checksum} built against $({LIBSLURM_COMMAND})\" > {stamp_file}",
+        ],
         _if=needs_build,
     )
