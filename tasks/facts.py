@@ -12,7 +12,7 @@ from pyinfra.facts.util.packaging import parse_packages
 from tasks.model import GalaxyJob, HostFacts
 from tasks.model.database import GalaxyDatabaseState
 from tasks.model.galaxy import JOB_STATES_IN_FLIGHT
-from tasks.packages import POLICY_MARKER, POLICY_RC_D
+from tasks.platform import POLICY_MARKER, POLICY_RC_D
 
 # One round trip per host. Every line is key=value; the command always exits 0
 # (a failing fact would fail the host), missing tools give empty values.

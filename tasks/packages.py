@@ -32,6 +32,7 @@ from pyinfra import host
 from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.operations import apt, files
 
+from tasks.facts import HostProfile
 from tasks.model import Cluster
 from tasks.platform import (
     PACKAGES_ALL,
@@ -42,10 +43,10 @@ from tasks.platform import (
     PACKAGES_GALAXY,
     PACKAGES_POSTGRESQL,
     PACKAGES_WEB,
+    POLICY_MARKER,
+    POLICY_RC_D,
 )
 
-POLICY_RC_D = "/usr/sbin/policy-rc.d"
-POLICY_MARKER = "pyinfra-galaxy-slurm: first install"
 # The daemons whose first start waits for their layer (their configuration, and slurmdbd before slurmctld).
 HELD_DAEMONS = ("munge", "slurmdbd", "slurmctld", "slurmd")
 
@@ -65,8 +66,6 @@ def first_install(cluster: Cluster) -> bool:
 def _policy_rc_d() -> str:
     """This host's policy-rc.d: "" (none), "ours" (left by an interrupted run) or "other" (the admin's)
     (from the host's profile, read once before any change)."""
-    from tasks.facts import HostProfile  # tasks.facts reads POLICY_MARKER from here
-
     return host.get_fact(HostProfile).policy_rc_d
 
 

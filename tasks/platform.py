@@ -153,6 +153,9 @@ PACKAGES_GALAXY = ("python3-venv", "supervisor")
 PACKAGES_DRMAA_BUILD = ("build-essential", "libslurm-dev")
 PACKAGES_POSTGRESQL = ("postgresql",)
 PACKAGES_WEB = ("nginx",)
+# A first install's policy-rc.d (tasks.packages), and the line that tells it from an admin's (tasks.facts).
+POLICY_RC_D = "/usr/sbin/policy-rc.d"
+POLICY_MARKER = "pyinfra-galaxy-slurm: first install"
 # slurmdbd.conf StorageType for MySQL/MariaDB (the only storage plugin since 15.08).
 STORAGE_TYPE = "accounting_storage/mysql"
 ACCOUNTING_STORAGE_TYPE = "accounting_storage/slurmdbd"
