@@ -59,6 +59,7 @@ SHARED_MOUNT = "/srv/galaxy"
 SSH_USER_UID = 1000
 USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 SSH_TIMEOUT = 90
+IMAGE_ATTEMPTS = 3
 STOP_TIMEOUT = 30
 NAT_COMMENT = "pgs-lab"
 
@@ -181,13 +182,19 @@ def base_image(release: str) -> Path:
         return base
     log(f"building the {release} base image (once; cached in {base})")
     tmp = base.with_name(f"{base.name}.tmp{os.getpid()}")  # two labs may build it at once
-    shutil.rmtree(tmp, ignore_errors=True)
     CACHE_ROOT.mkdir(parents=True, exist_ok=True)
-    run(
-        "mmdebstrap", "--variant=apt", f"--include={BASE_PACKAGES}",
-        *[f"--customize-hook={hook}" for hook in BASE_HOOKS],
-        release, str(tmp),
-    )
+    command = ("mmdebstrap", "--variant=apt", f"--include={BASE_PACKAGES}",
+               *[f"--customize-hook={hook}" for hook in BASE_HOOKS], release, str(tmp))
+    # Only a fresh machine (CI's) builds the image, and it downloads a few hundred packages
+    # from the mirror: a transient network error gets two more tries before the lab gives up.
+    for attempt in range(1, IMAGE_ATTEMPTS + 1):
+        shutil.rmtree(tmp, ignore_errors=True)
+        result = run(*command, check=attempt == IMAGE_ATTEMPTS, quiet=True)
+        if result.returncode == 0:
+            break
+        last_line = (result.stderr.strip().splitlines() or [""])[-1]
+        log(f"mmdebstrap failed ({result.returncode}, attempt {attempt} of {IMAGE_ATTEMPTS}), trying again: {last_line}")
+        time.sleep(10)
     try:
         tmp.rename(base)
     except OSError:  # another lab finished the same image first
