@@ -164,8 +164,13 @@ def venv_rebuilt_if_stale(venv: str, rebuild: bool):
 
 
 def uv_install_command(venv: str) -> str:
-    """uv's install into the venv at `venv` (append the requirements)."""
-    return f"{UV_BIN} pip install --no-config --quiet --system-certs --no-cache --python {shlex.quote(venv)}/bin/python"
+    """uv's install into the venv at `venv` (append the requirements). `--compile-bytecode`
+    writes the installed modules' .pyc files as pip does by default (uv otherwise leaves them to
+    the first import): Galaxy's web server and handlers, starting at once, would each compile
+    the ~7,000 modules they import, and a job on a compute node whose share of the venv it
+    cannot write would compile its imports in every job."""
+    return (f"{UV_BIN} pip install --no-config --quiet --system-certs --no-cache --compile-bytecode "
+            f"--python {shlex.quote(venv)}/bin/python")
 
 
 @operation()
