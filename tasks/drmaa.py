@@ -50,11 +50,13 @@ def _build_from_release(drmaa: SlurmDrmaa) -> None:
         files.download(name="Download the slurm-drmaa release tarball", src=drmaa.url, dest=tarball,
                        sha256sum=drmaa.sha256, mode="0644")
         checksum = drmaa.sha256
+    # What a build records, followed by the libslurm it was built against.
     stamp_file = f"{drmaa.prefix}/.pyinfra-galaxy-slurm-build"
+    stamp = f"slurm-drmaa {drmaa.version} sha256 {checksum} built against"
 
     def needs_build() -> bool:
         built = host.get_fact(Command, f"cat {stamp_file} 2>/dev/null || true")
-        return built != f"slurm-drmaa {drmaa.version} sha256 {checksum} built against {host.get_fact(Command, LIBSLURM_COMMAND)}"
+        return built != f"{stamp} {host.get_fact(Command, LIBSLURM_COMMAND)}"
 
     build_dir = f"{SOURCE_DIR}/slurm-drmaa-{drmaa.version}"
     multiarch = "/usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)"
@@ -64,13 +66,13 @@ def _build_from_release(drmaa: SlurmDrmaa) -> None:
             # No `tar -m`: reset timestamps would make make re-run autotools.
             f"rm -rf {build_dir} && tar -xzf {tarball} -C {SOURCE_DIR}",
             # --with-slurm-*: configure otherwise looks for Slurm next to `srun`.
-            f"cd {build_dir} && ./configure --prefix={drmaa.prefix} --sysconfdir=/etc "
-            f"--with-slurm-inc=/usr/include --with-slurm-lib={multiarch} > configure.out 2>&1 "
-            "|| { tail -30 configure.out; exit 1; }",
+            (f"cd {build_dir} && ./configure --prefix={drmaa.prefix} --sysconfdir=/etc "
+             f"--with-slurm-inc=/usr/include --with-slurm-lib={multiarch} > configure.out 2>&1 "
+             "|| { tail -30 configure.out; exit 1; }"),
             f"cd {build_dir} && make -j$(nproc) > make.out 2>&1 || {{ tail -30 make.out; exit 1; }}",
             f"cd {build_dir} && make install > install.out 2>&1 || {{ tail -30 install.out; exit 1; }}",
             # Recorded last: a failed build is retried on the next run.
-            f"echo \"slurm-drmaa {drmaa.version} sha256 {checksum} built against $({LIBSLURM_COMMAND})\" > {stamp_file}",
+            f"echo \"{stamp} $({LIBSLURM_COMMAND})\" > {stamp_file}",
         ],
         _if=needs_build,
     )
