@@ -17,7 +17,7 @@ from lxml import etree
 from tasks.native_specification import parse_sbatch_options
 
 if TYPE_CHECKING:
-    from tasks.model import Galaxy
+    from tasks.model.galaxy import Galaxy
 
 RUNNER_PLUGINS = {
     "local": "galaxy.jobs.runners.local:LocalJobRunner",

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tasks.jobconf import build_job_conf, check_job_conf
 from tasks.model.accounting import Accounting, accounting_from
 from tasks.model.settings import CLUSTER, DataSource, read, settings_problems
 from tasks.model.database import GalaxyDatabaseState, database_switch_problems
@@ -149,6 +150,9 @@ def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any],
 
     accounting = accounting_from(config, hosts, cluster_hosts, proctrack, problems)
     galaxy = galaxy_from(hosts, cluster_hosts, config["deploy_galaxy"], problems)
+    if galaxy and not any(p.startswith(("galaxy_handlers", "galaxy_job_workers")) for p in problems):
+        # The job_conf.xml Galaxy would get, checked as Galaxy needs it.
+        problems.extend(f"galaxy_destinations: {p}" for p in check_job_conf(build_job_conf(galaxy)))
     if galaxy is not None:
         problems.extend(runner_switch_problems(galaxy.job_runner, galaxy_jobs))
         if isinstance(galaxy.handlers, int):

@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tasks.jobconf import build_job_conf, check_job_conf
 from tasks.model.database import GalaxyDatabase, GalaxyDatabaseState, database_from
 from tasks.model.hosts import COMPUTE_GROUP, GALAXY_GROUP, ClusterHost, InventoryHost
 from tasks.model.problems import check_positive_int
@@ -236,8 +235,6 @@ def galaxy_from(hosts: list[InventoryHost], cluster_hosts: list[ClusterHost], en
         front=front,
         python=(inventory_host.facts.python if inventory_host.facts else "") or "3.13",
     )
-    if not any(p.startswith(("galaxy_handlers", "galaxy_job_workers")) for p in problems):
-        problems.extend(f"galaxy_destinations: {p}" for p in check_job_conf(build_job_conf(galaxy)))
     return galaxy
 
 
