@@ -1,14 +1,17 @@
 """Deploy the job-running stack: `pyinfra -y inventory.py deploy.py`.
 
 The cluster is read from the inventory and the hosts and checked once, before
-any host is changed; then each layer is rolled out bottom to top and verified.
+any host is changed; then each layer is handed it and rolled out bottom to top,
+and the verification (the top floor: nothing imports it) proves the whole.
 """
 
-from tasks.accounting import install_accounting
+from tasks.accounting import install_accounting, register_cluster
 from tasks.cluster import current_cluster
 from tasks.database import install_database
 from tasks.drmaa import install_slurm_drmaa
-from tasks.galaxy import build_galaxy_venv_ahead, install_galaxy, prepare_galaxy_hosts
+from tasks.galaxy.account import prepare_galaxy_hosts
+from tasks.galaxy.config import install_galaxy
+from tasks.galaxy.venv import build_galaxy_venv_ahead
 from tasks.hosts import configure_hosts
 from tasks.munge import install_munge
 from tasks.packages import install_stack_packages
@@ -32,6 +35,7 @@ install_stack_packages(cluster)
 install_munge(cluster)
 install_accounting(cluster)
 install_slurm(cluster)
+register_cluster(cluster)
 install_slurm_drmaa(cluster)
 install_database(cluster)
 # nginx before Galaxy's (re)start: Galaxy's readiness and its rollback go through it.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from checks.cluster import listening_tcp_ports, odd_ones_out
-from tasks.slurm import packages_for
-from tasks.verify.slurm import parse_sinfo_nodes
+from tasks.packages import packages_for
+from tasks.slurm_status import parse_sinfo_nodes
 
 # Slurm's defaults (slurm.conf(5)); slurm_config_extra may set others.
 DEFAULT_PORTS = {"SlurmctldPort": 6817, "SlurmdPort": 6818}

@@ -7,8 +7,8 @@ import shlex
 
 import pytest
 
-from tasks.galaxy import SUPERVISOR_GROUP
-from tasks.jobconf import runner_plugins
+from tasks.galaxy.config import SUPERVISOR_GROUP
+from tasks.model.jobconf import runner_plugins
 
 
 def _as_galaxy(galaxy, command: str, env: dict[str, str] | None = None) -> str:

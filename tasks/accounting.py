@@ -31,15 +31,13 @@ from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, mysql, systemd
 
-from tasks.cluster import current_cluster
 from tasks.common import once, render
 from tasks.model import Cluster
 from tasks.model.accounting import Accounting, read_password_file
 from tasks.operations import config_file, read_secret, restart_checked, run, secret_stdin_command
 from tasks.packages import first_install, packages_at_once
-from tasks.platform import DATABASE_SERVICE, PACKAGES_DATABASE, PACKAGES_DBD, STORAGE_TYPE
+from tasks.platform import DATABASE_SERVICE, PACKAGES_DATABASE, PACKAGES_DBD, PATHS, STORAGE_TYPE
 
-LOG_DIR = "/var/log/slurm"  # the Slurm layer's log directory (tasks.slurm.PATHS)
 PASSWORD_BYTES = 24  # secrets.token_urlsafe: 32 characters from [A-Za-z0-9_-]
 JOB_TABLE_SUFFIX = "_job_table"  # slurmdbd's tables are <cluster>_job_table, <cluster>_step_table, ...
 
@@ -55,9 +53,8 @@ def slurmdbd_up(accounting: Accounting) -> str:
 
 
 @once
-def storage_password() -> str:
+def storage_password(accounting: Accounting) -> str:
     """The database password: the admin's file, else slurmdbd.conf's (a re-run), else a new one."""
-    accounting = current_cluster().accounting
     if accounting.storage_pass_file:
         return read_password_file(accounting.storage_pass_file)
     dbd_host = inventory.get_host(accounting.dbd_host.inventory_name)
@@ -68,7 +65,7 @@ def storage_password() -> str:
 
 def render_slurmdbd_conf(cluster: Cluster, password: str) -> str:
     return render("slurmdbd.conf.j2", cluster=cluster, accounting=cluster.accounting, password=password,
-                  log_dir=LOG_DIR, storage_type=STORAGE_TYPE)
+                  log_dir=PATHS.log_dir, storage_type=STORAGE_TYPE)
 
 
 def native_password_hash(password: str) -> str:
@@ -97,7 +94,7 @@ def install_accounting(cluster: Cluster) -> None:
     accounting = cluster.accounting
     if accounting is None or host.name != accounting.dbd_host.inventory_name:
         return
-    password = storage_password()  # at collection: an unreadable slurmdbd.conf stops the run before any change
+    password = storage_password(accounting)  # at collection: an unreadable slurmdbd.conf stops the run before any change
     installed = packages_at_once(cluster)  # a first install: MariaDB and slurmdbd came in the stack's apt run
     if accounting.local_database:
         if not installed:
@@ -110,7 +107,7 @@ def install_accounting(cluster: Cluster) -> None:
                          privileges=["ALL"], database=accounting.storage_loc)
     if not installed:
         apt.packages(name="Install slurmdbd", packages=list(PACKAGES_DBD), no_recommends=True)
-    files.directory(name="Slurm log directory", path=LOG_DIR, user="slurm", group="slurm", mode="0755")
+    files.directory(name="Slurm log directory", path=PATHS.log_dir, user="slurm", group="slurm", mode="0755")
     conf_path = slurmdbd_conf_path(accounting)
     conf = config_file(
         name="slurmdbd.conf (0600 slurm: it holds the database password; through stdin)",
@@ -127,7 +124,7 @@ def install_accounting(cluster: Cluster) -> None:
         restart="systemctl restart slurmdbd",
         healthy=slurmdbd_up(accounting),
         configs=[conf_path],
-        log=f"{LOG_DIR}/slurmdbd.log",
+        log=f"{PATHS.log_dir}/slurmdbd.log",
         what="slurmdbd",
         unit="slurmdbd",
         # Settling guards a rollback to the previous slurmdbd.conf; a first install has none, and
@@ -166,6 +163,13 @@ def accounting_host_problems(cluster: Cluster) -> list[str]:
                 f"give another slurm_accounting_storage_loc, or set slurm_cluster_name to {others[0]} if this is that cluster"]
     return []
 
+
+@deploy("Cluster registered in accounting")
+def register_cluster(cluster: Cluster) -> None:
+    """After the Slurm layer: slurmctld is up and has (usually) registered its cluster itself."""
+    if cluster.accounting is None or host.name != cluster.controller.inventory_name:
+        return
+    cluster_registered(name=f"Cluster {cluster.name} registered in accounting (sacctmgr)", cluster_name=cluster.name)
 
 
 @operation()

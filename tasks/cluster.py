@@ -12,8 +12,10 @@ from pyinfra import inventory, logger, state
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.facts.server import Command
 
+from tasks.accounting import accounting_host_problems
 from tasks.common import once
 from tasks.facts import GalaxyDatabaseNow, HostProfile
+from tasks.galaxy.venv import check_galaxy_venv
 from tasks.model.settings import GALAXY, read
 from tasks.model import (
     CONTROLLER_GROUP, GALAXY_GROUP, Cluster, ClusterConfigError, GalaxyJob, InventoryHost, build_cluster,
@@ -47,14 +49,10 @@ def current_cluster() -> Cluster:
     except ClusterConfigError as error:
         raise PyinfraError(str(error)) from None
     if cluster.galaxy and cluster.galaxy.host.reachable:
-        from tasks.galaxy import check_galaxy_venv
-
         problems = check_galaxy_venv(cluster.galaxy, inventory.get_host(cluster.galaxy.host.inventory_name))
         if problems:
             raise PyinfraError(str(ClusterConfigError(problems)))
     if cluster.accounting:
-        from tasks.accounting import accounting_host_problems
-
         problems = accounting_host_problems(cluster)
         if problems:
             raise PyinfraError(str(ClusterConfigError(problems)))

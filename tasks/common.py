@@ -43,26 +43,29 @@ def any_changed(*metas: OperationMeta) -> Callable[[], bool]:
 T = TypeVar("T")
 
 
-def once(build: Callable[[], T]) -> Callable[[], T]:
-    """Run `build` once per pyinfra run, however many host greenlets ask.
+def once(build: Callable[..., T]) -> Callable[..., T]:
+    """Run `build` once per pyinfra run and per arguments, however many host greenlets ask.
 
     pyinfra runs deploy.py once per host, each in a greenlet that switches at
     every remote command: a plain memo would be filled by every greenlet. The
     lock makes the others wait for the first; an exception is kept and raised
-    to every caller, so each host reports the same error.
+    to every caller, so each host reports the same error. Arguments are told
+    apart by identity: they are the objects of this run (the cluster, its parts),
+    made once and alive for the whole run.
     """
     lock = BoundedSemaphore()
-    result: list = []
+    results: dict[tuple[int, ...], tuple[bool, object]] = {}
 
     @wraps(build)
-    def get() -> T:
+    def get(*args) -> T:
+        key = tuple(map(id, args))
         with lock:
-            if not result:
+            if key not in results:
                 try:
-                    result.append((True, build()))
+                    results[key] = (True, build(*args))
                 except Exception as error:  # noqa: BLE001 - re-raised to every caller
-                    result.append((False, error))
-        ok, value = result[0]
+                    results[key] = (False, error)
+        ok, value = results[key]
         if not ok:
             raise value
         return value

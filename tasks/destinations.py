@@ -24,7 +24,7 @@ from pyinfra.api import operation
 from tasks.model import Destination, Galaxy
 from tasks.native_specification import hms, sbatch_arguments, slurm_time_seconds
 from tasks.operations import fail, run
-from tasks.verify.slurm import node_table
+from tasks.slurm_status import node_table
 
 TEST_ONLY_JOB_NAME = "pgs-destination-test"
 # sbatch --test-only's answer on success (src/sbatch/sbatch.c): "Job N to start at T using C processors on nodes L in partition P".

@@ -17,7 +17,7 @@ from pyinfra.operations import apt, files, server
 from tasks.model import Cluster, SlurmDrmaa, sha256_of
 from tasks.packages import packages_at_once
 from tasks.platform import PACKAGES_DRMAA_BUILD
-from tasks.verify.common import file_present
+from tasks.checks import file_present
 
 SOURCE_DIR = "/usr/local/src"
 # The libslurm the build links against, e.g. libslurm.so.38.0.0.

@@ -24,7 +24,6 @@ from pyinfra import inventory
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, systemd
 
-from tasks.cluster import current_cluster
 from tasks.common import once, project_file
 from tasks.model import Cluster
 from tasks.operations import config_file, read_secret, restart_checked, run
@@ -39,9 +38,8 @@ MUNGE_WORKS = "systemctl is-active --quiet munge && munge -n | unmunge > /dev/nu
 
 
 @once
-def cluster_munge_key() -> bytes:
+def cluster_munge_key(cluster: Cluster) -> bytes:
     """The cluster's key: the admin's key file, else the controller's key, else a new one."""
-    cluster = current_cluster()
     if cluster.munge_key_file:
         with open(cluster.munge_key_file, "rb") as handle:
             return handle.read()
@@ -53,10 +51,10 @@ def cluster_munge_key() -> bytes:
 def install_munge(cluster: Cluster) -> None:
     if not packages_at_once(cluster):
         apt.packages(name="Install munge", packages=["munge"], no_recommends=True)
-    configure_munge()
+    configure_munge(cluster)
 
 
-def configure_munge() -> None:
+def configure_munge(cluster: Cluster) -> None:
     """munge's directories, drop-in and key as munge owns them, munged enabled, and restarted
     (checked: a credential decodes) when any of them changed or it is not running (a first
     install: its start was held for its key)."""
@@ -66,7 +64,7 @@ def configure_munge() -> None:
     systemd.daemon_reload(name="Reload systemd for the munge drop-in", _if=drop_in.did_change)
     key = config_file(
         name="The cluster's munge key (through stdin, never in a file others can read)",
-        content=cluster_munge_key(),
+        content=cluster_munge_key(cluster),
         dest=MUNGE_KEY,
         user="munge",
         group="munge",

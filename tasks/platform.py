@@ -17,6 +17,19 @@ SLURM_BY_CODENAME = {"bullseye": "20.11", "bookworm": "22.05", "trixie": "24.11"
 POSTGRESQL_BY_CODENAME = {"bookworm": "15", "trixie": "17"}
 
 
+@dataclass(frozen=True)
+class SlurmPaths:
+    """Where Slurm keeps its state and logs on every Debian release (slurm.conf's directory is
+    `Platform.config_dir`)."""
+
+    state_save: str = "/var/lib/slurm/slurmctld"  # controller only
+    slurmd_spool: str = "/var/lib/slurm/slurmd"  # never the same as state_save
+    log_dir: str = "/var/log/slurm"
+
+
+PATHS = SlurmPaths()
+
+
 def slurm_release(version: str) -> str:
     """'22.05.8-4+deb12u3' -> '22.05'."""
     return ".".join(version.split(".")[:2])

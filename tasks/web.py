@@ -22,7 +22,7 @@ from tasks.model import Cluster
 from tasks.operations import backup_of, config_file, fail, restore_commands, run, wait_until
 from tasks.packages import packages_at_once
 from tasks.platform import PACKAGES_WEB
-from tasks.verify.common import file_present
+from tasks.checks import file_present
 
 SITE = "/etc/nginx/sites-available/galaxy"
 SITE_ENABLED = "/etc/nginx/sites-enabled/galaxy"

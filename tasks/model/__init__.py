@@ -4,6 +4,7 @@
 - hosts.py: inventory hosts, their facts and roles
 - slurm.py: nodes, partitions, scheduling, the munge key
 - galaxy.py: the Galaxy server, its destinations, slurm-drmaa, jobs in flight
+- jobconf.py: job_conf.xml built from the Galaxy model and checked as Galaxy needs it
 - cluster.py: `build_cluster`, which checks everything and builds the `Cluster`
 - problems.py: how problems are reported (all at once, before any host is touched)
 """

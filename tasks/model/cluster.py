@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.jobconf import build_job_conf, check_job_conf
+from tasks.model.jobconf import build_job_conf, check_job_conf
 from tasks.model.accounting import Accounting, accounting_from
 from tasks.model.settings import CLUSTER, DataSource, read, settings_problems
 from tasks.model.database import GalaxyDatabaseState, database_switch_problems

@@ -1,6 +1,8 @@
-"""Verification at the end of the deploy: the cluster works, not just its files.
+"""Verification at the end of the deploy, the top floor: nothing imports it.
 
-- common.py: report lines, bounded waits, failures, `file_present`
 - slurm.py: nodes healthy in sinfo, srun on free nodes, a batch job (and sacct)
-- galaxy.py: Galaxy ready, its accounts' own keys, a Galaxy upload job through Slurm
+- galaxy.py: a Galaxy upload job through Slurm, and one through each further destination
+
+What a layer waits for (Galaxy ready, node states) lives below, with the layer
+(tasks.galaxy.config) or in tasks.checks and tasks.slurm_status.
 """

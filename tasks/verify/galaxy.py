@@ -1,40 +1,28 @@
-"""The Galaxy checks: Galaxy ready (every program running, handlers with their runners, the API
-through nginx), its admin's and verification user's own keys, and a Galaxy upload job proved to
-run through Slurm, on a re-run started ahead beside the layers (galaxy-verify.py, with bioblend)."""
+"""The Galaxy check: a Galaxy upload job proved to run through Slurm (galaxy-verify.py, with
+bioblend), and a job through each further destination; on a re-run started ahead, beside the
+layers, and kept only when nothing changed."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import shlex
-import time
 
 from lxml import etree
 from pyinfra import host, logger
 from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.api.state import BaseStateCallback
 from pyinfra.facts.files import Sha1File
-from pyinfra.operations import files
 
-from tasks.common import project_file
-from tasks.jobconf import build_job_conf, verification_tools
+from tasks.checks import CheckFailed, report
+from tasks.galaxy.config import GALAXY_START_TIMEOUT, SUPERVISOR_GROUP, galaxy_ready, handlers_restart
+from tasks.galaxy.keys import (
+    GALAXY_ADMIN_KEY, GALAXY_VERIFY_KEY, GALAXY_VERIFY_SCRIPT, galaxy_verify_report, run_galaxy_verify, verify_command,
+)
+from tasks.model.jobconf import build_job_conf, verification_tools
 from tasks.model import Cluster, Galaxy
-from tasks.operations import changed_operations, fail, log_tail, privilege_arguments, rolled_back, run, wait_until
-from tasks.verify.common import SHARE_DIR, CheckFailed, report
+from tasks.operations import changed_operations, privilege_arguments, rolled_back, run, wait_until
 from tasks.verify.slurm import job_accounted
-
-GALAXY_VERIFY_SCRIPT = f"{SHARE_DIR}/galaxy-verify.py"
-# Measured: a first start on a new SQLite database took 4 min with the 2 cores shared by 5 labs (30 s alone).
-GALAXY_START_TIMEOUT = 480
-# The Galaxy check runs bioblend from a venv of the deploy's own (Galaxy's venv stays Galaxy's).
-VERIFY_VENV = f"{SHARE_DIR}/venv"
-BIOBLEND = "bioblend==1.9.0"  # pyinfra's pip.packages compares one exact version: a range would reinstall every run
-# The verification user's API key, made once by galaxy-verify.py; root only.
-PRIVATE_DIR = "/etc/pyinfra-galaxy-slurm"
-GALAXY_VERIFY_KEY = f"{PRIVATE_DIR}/galaxy-verify-user.json"
-# The Galaxy admin account's own API key (and first password), made once with the
-# bootstrap key, which then leaves galaxy.yml; root only.
-GALAXY_ADMIN_KEY = f"{PRIVATE_DIR}/galaxy-admin.json"
 
 # The Galaxy job check started ahead on a re-run (start_galaxy_check_ahead): its systemd unit, and
 # its report, in a directory only root reads.
@@ -44,63 +32,12 @@ AHEAD_REPORT = f"{RUN_DIR}/galaxy-check-ahead.json"
 GALAXY_CHECK_TIMEOUT = 600  # galaxy-verify.py's own --timeout is 300 s per job
 
 
-def runners_loaded(log: str) -> str:
-    """A command that succeeds when a handler loaded its job runners since its last start
-    (older lines in the log may be from before a restart)."""
-    return f"awk '/will load all configured runner plugins/ {{n = 0}} /Loaded job runner/ {{n++}} END {{exit n == 0}}' {log}"
-
-
-def galaxy_ready(galaxy: Galaxy, group: str) -> tuple[str, str]:
-    """Shell checks for Galaxy under supervisor group `group`: (ready, broken).
-
-    Ready: every program RUNNING, each handler loaded its job runners since its
-    last start (older log lines may be from before a restart), the API answers.
-    Broken: a program has given up starting.
-    """
-    handlers = " && ".join(
-        f"supervisorctl status {group}:{name} | grep -q RUNNING && {runners_loaded(f'{galaxy.log_dir}/{name}.log')}"
-        for name in galaxy.handler_names
-    )
-    # Through nginx (galaxy.url: plain HTTP on loopback).
-    api = f"python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' {galaxy.url}/api/version"
-    ready = f"! supervisorctl status '{group}:*' | grep -qv RUNNING && {handlers} && {api}"
-    broken = f"supervisorctl status '{group}:*' | grep -qE 'FATAL|BACKOFF|EXITED'"
-    return ready, broken
-
-
-@operation(is_idempotent=True)
-def galaxy_answers(galaxy: Galaxy, group: str):
-    """Wait until Galaxy is ready (see galaxy_ready); else fail with the log tails."""
-    if not host.state.is_executing:
-        return
-    started = time.monotonic()
-    ready, broken = galaxy_ready(galaxy, group)
-    handler_logs = " ".join(f"{galaxy.log_dir}/{name}.log" for name in galaxy.handler_names)
-    if wait_until(ready, GALAXY_START_TIMEOUT, broken=broken):
-        _, loaded = run(
-            f"for log in {handler_logs}; do tac $log | awk '/Loaded job runner/ {{print}} "
-            f"/will load all configured runner plugins/ {{exit}}'; done | grep -o \"Loaded job runner '[^']*' as '[^']*'\" | sort -u"
-        )
-        report(f"Galaxy answers {galaxy.url}/api/version after {time.monotonic() - started:.1f} s; "
-               f"{', '.join(loaded.splitlines())}; users open {galaxy.public_url}")
-        return
-    _, status = run(f"supervisorctl status '{group}:*' || true")
-    logs = [f"{galaxy.log_dir}/{name}.log" for name in ["web", *galaxy.handler_names]]
-    yield fail(f"Galaxy did not come up within {GALAXY_START_TIMEOUT} s ({galaxy.url}, through nginx):\n{status}\n"
-               + "\n".join(map(log_tail, logs)))
-
-
 def destination_params(galaxy: Galaxy, destination_id: str) -> dict[str, str]:
     """The params job_conf.xml gives a destination (its Slurm options: nativeSpecification for
     the DRMAA runner, job_<option> for the CLI one), read from the file the deploy writes."""
     root = etree.fromstring(build_job_conf(galaxy))
     destination = next(d for d in root.iterfind("destinations/destination") if d.get("id") == destination_id)
     return {param.get("id"): param.text or "" for param in destination.iterfind("param")}
-
-
-def handlers_restart(galaxy: Galaxy, group: str) -> str:
-    """The command that restarts Galaxy's job handlers (they read job_conf.xml at start)."""
-    return "supervisorctl restart " + " ".join(f"{group}:{name}" for name in galaxy.handler_names)
 
 
 @operation(is_idempotent=True)
@@ -243,7 +180,7 @@ def start_galaxy_check_ahead(cluster: Cluster) -> None:
     if host.get_fact(Sha1File, path=cluster.galaxy.job_conf) != job_conf:
         return
     galaxy_check_started(name="The Galaxy job check starts now, in the background (kept if nothing changes)",
-                         command=galaxy_check_command(cluster.galaxy), galaxy=cluster.galaxy, group=supervisor_group())
+                         command=galaxy_check_command(cluster.galaxy), galaxy=cluster.galaxy, group=SUPERVISOR_GROUP)
 
 
 def stop_check_ahead() -> str:
@@ -303,56 +240,6 @@ def verify_galaxy(cluster: Cluster) -> None:
         compute_nodes=cluster.reachable_nodes,
         expected_user=galaxy.user,
         galaxy=galaxy,
-        group=supervisor_group(),
+        group=SUPERVISOR_GROUP,
         accounting=cluster.accounting is not None,
     )
-
-
-def supervisor_group() -> str:
-    from tasks.galaxy import SUPERVISOR_GROUP  # tasks.galaxy imports this module
-
-    return SUPERVISOR_GROUP
-
-
-def install_verification_tools() -> None:
-    """galaxy-verify.py and the root-only key directory (bioblend is in the deploy's own venv:
-    tasks.galaxy.python_venv_and_uv)."""
-    files.directory(name="Private directory for the Galaxy admin's and verification user's API keys", path=PRIVATE_DIR,
-                    mode="0700")
-    files.put(name="Galaxy verification script", src=project_file("galaxy-verify.py"), dest=GALAXY_VERIFY_SCRIPT, mode="0755")
-
-
-def verify_command(galaxy: Galaxy, *options: str) -> str:
-    """galaxy-verify.py's command line (no secret on it: keys are read from root-only files)."""
-    return (
-        f"{VERIFY_VENV}/bin/python {GALAXY_VERIFY_SCRIPT} --url {galaxy.url} --secrets {galaxy.secrets_file} "
-        f"--admin-email {shlex.quote(galaxy.admin_email)} --admin-key-file {GALAXY_ADMIN_KEY} "
-        f"--user-email {shlex.quote(galaxy.verify_email)} --key-file {GALAXY_VERIFY_KEY} {' '.join(options)}"
-    ).rstrip()
-
-
-def run_galaxy_verify(command: str, timeout: int) -> tuple[bool, dict]:
-    """Run galaxy-verify.py (`verify_command`): its exit status and the JSON report it prints last
-    ({"ok": False, "error": <its output's tail>} when there is none)."""
-    return galaxy_verify_report(*run(command, timeout=timeout))
-
-
-def galaxy_verify_report(ok: bool, output: str) -> tuple[bool, dict]:
-    """galaxy-verify.py's output -> (ok, the JSON report it prints last, or {"ok": False, "error": tail})."""
-    try:
-        return ok, json.loads(output.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return ok, {"ok": False, "error": output[-3000:]}
-
-
-@operation(is_idempotent=True)
-def galaxy_accounts(command: str):
-    """The admin's own API key made with the bootstrap key, and the verification user's."""
-    if not host.state.is_executing:
-        return
-    ok, result = run_galaxy_verify(command, timeout=300)
-    if not ok or not result.get("ok"):
-        yield fail(f"Galaxy's admin and verification accounts: {result.get('error', 'failed')}")
-        return
-    report(f"Galaxy admin {result['admin']} has its own API key ({GALAXY_ADMIN_KEY}); "
-           f"verification user {result['user']} ({result['user_key']})")

@@ -13,7 +13,7 @@ from lxml import etree
 from tasks.common import render
 from tasks.destinations import destination_problem, requested_seconds, slurm_reason, sbatch_test_only_command
 from tasks.model import Destination, build_cluster
-from tasks.jobconf import build_job_conf, check_job_conf, verification_tools
+from tasks.model.jobconf import build_job_conf, check_job_conf, verification_tools
 from tasks.native_specification import sbatch_arguments, slurm_time_seconds
 from tasks.verify.galaxy import destination_params, destination_report_lines
 from tests.unit.conftest import small_cluster

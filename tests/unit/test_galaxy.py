@@ -9,8 +9,9 @@ import yaml
 from lxml import etree
 
 from tasks.common import render
-from tasks.galaxy import create_database_command, nfs_exports_line
-from tasks.jobconf import build_job_conf, check_job_conf
+from tasks.galaxy.account import nfs_exports_line
+from tasks.galaxy.config import create_database_command
+from tasks.model.jobconf import build_job_conf, check_job_conf
 from tasks.native_specification import parse_sbatch_options
 from tasks.model import ClusterConfigError, build_cluster
 from tests.unit.conftest import inventory_host, small_cluster

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tasks.facts import parse_venv
-from tasks.galaxy import venv_problems
+from tasks.galaxy.venv import venv_problems
 from tasks.model import build_cluster
 from tests.unit.conftest import small_cluster
 

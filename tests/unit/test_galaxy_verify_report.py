@@ -1,6 +1,7 @@
 """The line an admin reads from the Galaxy verification's JSON report."""
 
-from tasks.verify.galaxy import galaxy_report_line, galaxy_verify_report
+from tasks.galaxy.keys import galaxy_verify_report
+from tasks.verify.galaxy import galaxy_report_line
 
 COMMON = {"galaxy_job_id": "1a2b", "runner": "slurm", "handler": "handler0", "slurm_job_id": "42",
           "slurm_job_name": "g7___DATA_FETCH___pgs_verify_example_org", "slurm_user": "galaxy",

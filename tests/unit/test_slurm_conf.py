@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from tasks.model import build_cluster
-from tasks.slurm import PATHS, packages_for, render_cgroup_conf, render_slurm_conf
+from tasks.packages import packages_for
+from tasks.platform import PATHS
+from tasks.slurm import render_cgroup_conf, render_slurm_conf
 from tests.unit.conftest import CLI_RUNNER, inventory_host, small_cluster
 
 
@@ -103,7 +105,7 @@ def test_cgroup_plugin_choice_does_not_depend_on_release():
 # How a changed configuration is applied (tasks/platform.py Platform.how_to_apply).
 
 from tasks.platform import CGROUP_CONF, NODE_ATTRIBUTES, NODES_ADDED_OR_REMOVED, PARTITIONS, platform_for  # noqa: E402
-from tasks.slurm import changed_settings  # noqa: E402
+from tasks.slurm_rollout import changed_settings  # noqa: E402
 
 TRIXIE = platform_for("trixie", "24.11.5-4+deb13u1")
 BOOKWORM = platform_for("bookworm", "22.05.8-4+deb12u3")
@@ -144,7 +146,7 @@ def test_how_to_apply_per_release():
 def test_turning_accounting_on_restarts_slurmctld_with_slurmdbds_cluster_id():
     """24.11 measured: a reconfigure onto a slurmdbd that gave the cluster another id stops on
     CLUSTER ID MISMATCH; a restart without the old clustername file takes slurmdbd's id."""
-    from tasks.slurm import CLUSTER_ID_FILE, controller_apply
+    from tasks.slurm_rollout import CLUSTER_ID_FILE, controller_apply
 
     assert TRIXIE.how_to_apply(frozenset({"AccountingStorageType", "JobAcctGatherType"})) == (
         "restart", ["AccountingStorageType"])

@@ -1,4 +1,4 @@
-"""What every check uses: its report lines, bounded waits, and its failures.
+"""What the layers and the verification both use to check: report lines, bounded waits, failures.
 
 Checks are operations that change nothing (a re-run still reports zero changes);
 they run only at execution, poll with a deadline instead of sleeping a fixed time,

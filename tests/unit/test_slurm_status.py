@@ -1,11 +1,11 @@
-"""Reading Slurm's answers in the verification: node states (sinfo(1), NODE STATE
+"""Reading Slurm's answers (tasks.slurm_status): node states (sinfo(1), NODE STATE
 CODES), sinfo's node table and scontrol's job record."""
 
 from __future__ import annotations
 
 import pytest
 
-from tasks.verify.slurm import (
+from tasks.slurm_status import (
     HEALTHY_STATES, STATE_FLAGS, STOPPED_STATES, UNUSABLE_STATES, base_state, node_health, parse_job, parse_sinfo_nodes,
 )
 
