@@ -1,36 +1,40 @@
-"""Cluster-wide settings. Every one is declared with its default in tasks/model/settings.py;
-what is set here is what a site usually changes."""
+"""Cluster-wide settings, read from the controller's data (this file applies to every host).
 
-# Slurm's ClusterName.
-slurm_cluster_name = "galaxy"
+Nothing is set here: every setting has its default, declared once with its meaning in
+tasks/model/settings.py (the README's settings table). Uncomment what your site changes;
+a setting given in the controller host's own dict in the inventory is read as well.
+"""
 
-# Partitions: name, nodes ("ALL" or a list of node names), default, max_time,
-# and any other PartitionName options under "extra", e.g. {"OverSubscribe": "NO"}.
-slurm_partitions = [
-    {"name": "debug", "nodes": "ALL", "default": True, "max_time": "INFINITE"},
-]
+# Slurm's ClusterName (default "galaxy"); one name per cluster when several share a database.
+# slurm_cluster_name = "mycluster"
 
-# Scheduling by CPU: select/cons_tres (select/cons_res is gone since Slurm 23.11).
-slurm_select_type = "select/cons_tres"
-slurm_select_type_parameters = "CR_CPU"
+# Partitions: name, nodes ("ALL" or node names), default, max_time, and any other
+# PartitionName options under "extra".
+# slurm_partitions = [
+#     {"name": "main", "nodes": "ALL", "default": True, "max_time": "7-00:00:00"},
+#     {"name": "short", "nodes": ["c1", "c2"], "max_time": "1:00:00", "extra": {"PriorityTier": 2}},
+# ]
 
-# Process tracking and task plugins: None lets the deploy choose from the hosts'
-# cgroup mode (proctrack/cgroup with a writable cgroup hierarchy, else
-# proctrack/linuxproc); set both to force a choice.
-slurm_proctrack_type = None
-slurm_task_plugin = None
+# Scheduling: select/cons_tres with CPUs as the consumable resource by default.
+# slurm_select_type_parameters = "CR_Core"
 
-# Any other slurm.conf settings, e.g. {"MaxJobCount": 10000}.
-slurm_config_extra = {}
+# Process tracking and task plugins: chosen from the hosts' cgroups unless both are set.
+# slurm_proctrack_type = "proctrack/linuxproc"
+# slurm_task_plugin = "task/affinity"
 
-# Write every cluster host into /etc/hosts; False when DNS resolves them all.
-manage_etc_hosts = True
+# Any other slurm.conf settings.
+# slurm_config_extra = {"MaxJobCount": 10000}
 
-# None: the munge key the controller has (or makes) is the cluster's key.
-# A path: this key file (32-1024 bytes) goes to every host instead.
-munge_key_file = None
+# /etc/hosts: off when DNS resolves every cluster host.
+# manage_etc_hosts = False
 
-# Slurm accounting: slurmdbd with MariaDB from Debian on the controller (or on the
-# host of an optional `slurm_dbd` group), so that `sacct` works and Galaxy's
-# runner learns how a job ended after slurmctld forgot it. False: no accounting.
-slurm_accounting = True
+# The cluster's munge key from a file of yours (32-1024 bytes) instead of the controller's.
+# munge_key_file = "/root/secrets/munge.key"
+
+# Slurm accounting (slurmdbd with MariaDB on the controller): off, or your own database server.
+# slurm_accounting = False
+# slurm_accounting_storage_host = "db.example.org"
+# slurm_accounting_storage_pass_file = "/root/secrets/slurmdbd-password"
+
+# The Slurm layers only, without Galaxy.
+# deploy_galaxy = False

@@ -1,53 +1,48 @@
-"""Galaxy settings (the host in the `galaxy` group). Every one is declared with its
-default in tasks/model/settings.py; these are the ones a site usually sets."""
+"""Galaxy settings, read from the Galaxy host's data (the host in the `galaxy` group).
 
-galaxy_version = "26.1.2"  # installed from PyPI (galaxy-web-apps + galaxy-web-client)
-galaxy_install = True  # False: keep the Galaxy already in /srv/galaxy/venv
-# A venv made by another Python (e.g. left by an upgrade from Debian 12 to 13: 3.11 -> 3.13)
-# is refused before any change; True moves it aside to venv.<time>.pgs-backup and installs
-# Galaxy into a new one (config, data and secrets under galaxy_root stay).
-galaxy_rebuild_venv = False
-galaxy_root = "/srv/galaxy"  # venv, config, data and logs; shared with the compute hosts
-galaxy_user = "galaxy"
-galaxy_uid = 1500  # the same on every cluster host: jobs run as galaxy there
-galaxy_gid = 1500
-galaxy_bind = "127.0.0.1:8080"  # gunicorn, loopback only: nginx serves Galaxy to users
-galaxy_admin_email = "admin@example.org"
-# The verification's own Galaxy user (an ordinary user; its key is kept on the Galaxy host in
-# /etc/pyinfra-galaxy-slurm, 0600 root). None: pgs-verify@ the admin's domain.
-galaxy_verify_email = None
-galaxy_handlers = 2  # job handler processes (db-skip-locked); more than one needs PostgreSQL
+Nothing is set here: every setting has its default, declared once with its meaning in
+tasks/model/settings.py (the README's settings table). Uncomment what your site changes.
+"""
 
-# Galaxy's database: "postgresql" (Debian's, on the Galaxy host; peer authentication, no
-# password) or "sqlite" (a one-host trial, galaxy_handlers = 1).
-galaxy_database = "postgresql"
-galaxy_database_url = None  # an existing server instead: "postgresql://USER:PASSWORD@HOST:5432/DB" (a secret)
-galaxy_database_fresh = False  # True: start on an empty database although the one in use holds data
-# nginx in front: Galaxy at http://<galaxy host>:<galaxy_http_port>/, static files from nginx.
-galaxy_http_port = 80
-galaxy_https_port = 443
-galaxy_tls_certificate = None  # TLS: both paths, on the Galaxy host (e.g. /etc/ssl/certs/galaxy.pem)
-galaxy_tls_key = None  # e.g. /etc/ssl/private/galaxy.key (the deploy makes it 0600 root)
-galaxy_server_name = "_"  # nginx server_name; "_": any
-galaxy_upload_max_size = "10g"  # nginx client_max_body_size
+# Galaxy's release (from PyPI): one of the releases the deploy supports, listed with the
+# settings table; the default is the newest.
+# galaxy_version = "<release>"
 
-# "drmaa": Galaxy's Slurm runner through slurm-drmaa; "cli": sbatch/squeue through a shell.
-galaxy_job_runner = "drmaa"
-galaxy_destinations = [
-    {"id": "slurm", "runner": "slurm", "native_specification": "--ntasks=1"},
-    {"id": "local", "runner": "local"},
-]
-galaxy_default_destination = "slurm"
+# Galaxy's admin account, and its users' address.
+# galaxy_admin_email = "galaxy-admins@example.org"
+# galaxy_server_name = "galaxy.example.org"
 
-# How compute hosts see galaxy_root: "nfs" (exported by the Galaxy host and mounted
-# by the deploy) or "existing" (a shared filesystem the site already mounts there).
-shared_fs = "nfs"
+# Job handler processes (more than one needs PostgreSQL, the default database).
+# galaxy_handlers = 3
 
-# Where libdrmaa comes from (DRMAA runner only). Debian has no package, so the
-# default builds the release tarball: give its sha256 (or a local tarball).
-slurm_drmaa = {
-    "method": "source",  # "source", "package" (apt, e.g. the Galaxy Depot repository) or "path"
-    "version": "1.1.6",
-    "sha256": None,
-    "tarball": None,
-}
+# An existing PostgreSQL server instead of Debian's on the Galaxy host (a secret: keep it out
+# of the repository, e.g. read it from a root-only file here).
+# galaxy_database_url = "postgresql://galaxy:PASSWORD@db.example.org:5432/galaxy"
+
+# HTTPS: a certificate (chain included) and its key, paths on the Galaxy host.
+# galaxy_tls_certificate = "/etc/ssl/certs/galaxy.pem"
+# galaxy_tls_key = "/etc/ssl/private/galaxy.key"
+
+# Job destinations: Slurm options per destination, the default, and the local runner.
+# galaxy_destinations = [
+#     {"id": "slurm", "runner": "slurm", "native_specification": "--ntasks=1"},
+#     {"id": "slurm_big", "runner": "slurm", "native_specification": "--ntasks=8 --mem=32000 --partition=main"},
+#     {"id": "local", "runner": "local"},
+# ]
+# galaxy_default_destination = "slurm"
+
+# Galaxy's root when the site already shares one at the same path on every compute host
+# (the default exports galaxy_root from the Galaxy host over NFS).
+# shared_fs = "existing"
+# galaxy_root = "/shared/galaxy"
+
+# slurm-drmaa (the DRMAA runner): Debian has no package, so the default builds the release
+# tarball: give its sha256 for the download, or a local tarball.
+# slurm_drmaa = {"sha256": "<sha256 of slurm-drmaa-1.1.6.tar.gz>"}
+# slurm_drmaa = {"tarball": "/root/slurm-drmaa-1.1.6.tar.gz"}
+
+# The CLI runner (sbatch/squeue through a shell) instead of DRMAA.
+# galaxy_job_runner = "cli"
+
+# More galaxy.yml settings.
+# galaxy_config_extra = {"brand": "Example Galaxy"}

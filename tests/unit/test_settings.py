@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+import runpy
 from pathlib import Path
 
 import pytest
 
 from tasks.model import ClusterConfigError, build_cluster
 from tasks.model.settings import BY_NAME, CLUSTER, GALAXY, HOST, SETTINGS, markdown_table
-from tests.unit.conftest import inventory_host, small_cluster
+from tests.unit.conftest import CLI_RUNNER, inventory_host, small_cluster
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -101,8 +102,28 @@ def test_readme_settings_table_is_the_declarations():
     )
 
 
-def test_group_data_files_set_only_declared_settings_of_their_scope():
+def shipped_group_data(name: str) -> dict:
+    """What pyinfra gives every host of a group from the shipped group_data/<name>.py."""
+    return {k: v for k, v in runpy.run_path(str(README.parent / "group_data" / f"{name}.py")).items() if not k.startswith("__")}
+
+
+def test_group_data_files_set_nothing_and_their_examples_are_declared_settings_of_their_scope():
+    # One source per knob: the defaults live in tasks/model/settings.py; group_data shows examples.
     root = README.parent
-    for path, scopes in (("group_data/all.py", {CLUSTER, GALAXY, HOST}), ("group_data/galaxy.py", {GALAXY})):
-        names = re.findall(r"^([a-z_]+) = ", (root / path).read_text(), re.M)
-        assert names and all(n in BY_NAME and BY_NAME[n].scope in scopes for n in names), path
+    for name, scopes in (("all", {CLUSTER, GALAXY, HOST}), ("galaxy", {GALAXY})):
+        assert shipped_group_data(name) == {}, f"group_data/{name}.py sets values: keep it to commented examples"
+        examples = re.findall(r"^# ([a-z_]+) = ", (root / f"group_data/{name}.py").read_text(), re.M)
+        assert examples and all(n in BY_NAME and BY_NAME[n].scope in scopes for n in examples), (name, examples)
+
+
+def test_a_cluster_setting_in_the_controller_hosts_own_dict_is_read():
+    # Tried as a new user would: slurm_cluster_name in the controller's dict only, the shipped
+    # group_data applying to every host; it used to give the others "galaxy" and refuse the name.
+    hosts = [
+        inventory_host("head", "slurm_controller", "galaxy", address="10.0.0.10",
+                       data={**shipped_group_data("all"), **shipped_group_data("galaxy"), **CLI_RUNNER,
+                             "slurm_cluster_name": "alpha"}),
+        inventory_host("c1", "slurm_compute", address="10.0.0.11", data=shipped_group_data("all")),
+    ]
+    assert build_cluster(hosts, hosts[0].data).name == "alpha"
+
