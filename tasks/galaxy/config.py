@@ -95,16 +95,26 @@ def install_galaxy(cluster: Cluster) -> None:
     restart_all = any_changed(packages, secrets_file, galaxy_yml, *tools)
 
     def apply_changes() -> str:
-        """`update` rereads galaxy.conf and restarts the programs whose section changed,
-        environment included (a plain `restart` keeps the old environment). Programs it
-        starts for the first time already read the new files: no second start."""
+        """One restart of what changed. `update` rereads galaxy.conf, environment included (a
+        plain `restart` keeps the old environment), and restarts a changed group whole: it stops,
+        removes and re-adds it (supervisorctl's do_update), so every program starts on every new
+        file and nothing more is restarted after it. Only when it changed no program (a comment)
+        do the restarts for the other files follow. Programs started for the first time already
+        read the new files: no second start."""
         first_start = "no such" in run(f"supervisorctl status {SUPERVISOR_GROUP}:web")[1]
         steps = [create_database_command(galaxy)] if first_start or galaxy.database.switching else []
-        steps += ["supervisorctl update"] if supervisor_conf.did_change() else []
         if not first_start and restart_all():
-            steps.append(f"supervisorctl restart '{SUPERVISOR_GROUP}:*'")
+            restart = f"supervisorctl restart '{SUPERVISOR_GROUP}:*'"
         elif not first_start and job_conf.did_change():
-            steps.append(handlers_restart(galaxy, SUPERVISOR_GROUP))
+            restart = handlers_restart(galaxy, SUPERVISOR_GROUP)
+        else:
+            restart = ""
+        if supervisor_conf.did_change():
+            updated = f"{SUPERVISOR_GROUP}: updated process group"
+            steps.append(f"out=$(supervisorctl update) && echo \"$out\""
+                         + (f" && {{ echo \"$out\" | grep -q '{updated}' || {restart}; }}" if restart else ""))
+        elif restart:
+            steps.append(restart)
         return " && ".join(steps) or "true"
 
     restart_checked(

@@ -219,7 +219,10 @@ def test_supervisor_conf_for_drmaa(tarball):
     sections = [line for line in text.splitlines() if line.startswith("[")]
     assert sections == ["[program:web]", "[program:handler0]", "[program:handler1]", "[group:gx]"]
     assert "programs=web,handler0,handler1" in text
-    assert text.count('DRMAA_LIBRARY_PATH="/opt/slurm-drmaa/lib/libdrmaa.so.1"') == 3
+    # Only the handlers load job runners: the DRMAA variables are theirs alone.
+    web, handlers = text.split("[program:handler0]")
+    assert "DRMAA_LIBRARY_PATH" not in web
+    assert handlers.count('DRMAA_LIBRARY_PATH="/opt/slurm-drmaa/lib/libdrmaa.so.1"') == 2
     assert text.count("user=galaxy\n") == 3 and text.count("stopasgroup=true") == 3
     assert "galaxy-main -c /srv/galaxy/config/galaxy.yml --server-name=handler1 --attach-to-pool=job-handlers" in text
     assert "-b 127.0.0.1:8080" in text
