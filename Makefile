@@ -2,6 +2,8 @@
 #   make demo    lab up (head + 2 compute), deploy, verify
 #   make test    unit tests, then a fresh test lab: deploy, re-run, host checks
 #   make check   host checks over SSH (changes nothing) of INVENTORY's hosts (default inventory.py)
+# The lab's and the tests' environment variables (LAB_*, TEST_*, RELEASE, SLURM_DRMAA_TARBALL, KEEP_LAB,
+# REQUIRE_DRMAA...), their defaults and meanings: lab/settings.py (`python3 lab/settings.py` lists them).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -22,8 +24,11 @@ CHECK_REPORT ?= check-report.xml
 export RELEASE
 # A slurm-drmaa release tarball, for Galaxy's DRMAA runner in the lab (whose hosts
 # reach no release downloads): the project's test data beside the checkout
-# (../shared/slurm-drmaa/), used by path. Without one, the lab uses the CLI runner
-# and the DRMAA tests are skipped (or fail, with REQUIRE_DRMAA=1 as in CI).
+# (../shared/slurm-drmaa/), used by path. `make lab-up` records it in the lab it makes
+# (hosts.json), and every later deploy of that lab keeps the DRMAA runner, whatever its
+# environment; a lab made without one uses the CLI runner (`make lab-status` says which).
+# The tests switch their lab to it; without it the DRMAA tests are skipped (or fail,
+# with REQUIRE_DRMAA=1 as in CI).
 SLURM_DRMAA_TARBALL ?= $(wildcard $(abspath ../shared/slurm-drmaa/slurm-drmaa-1.1.6.tar.gz))
 export SLURM_DRMAA_TARBALL
 
@@ -51,7 +56,7 @@ deploy: venv
 	$(VENV)/bin/pyinfra -y $(LAB_INVENTORY_FILE) deploy.py
 
 lab-up: deps
-	$(LAB) up --nodes $(NODES) --release $(RELEASE) --ssh-user $(LAB_SSH_USER)
+	$(LAB) up --nodes $(NODES) --release $(RELEASE) --ssh-user $(LAB_SSH_USER) --drmaa-tarball '$(SLURM_DRMAA_TARBALL)'
 
 lab-down:
 	$(LAB) down

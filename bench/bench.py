@@ -26,14 +26,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT))
+from lab import settings
+
 LAB_NAME = "pgsbench"
 LAB_SUBNET = "10.213.22.0/24"
-STATE = Path(f"/var/lib/pgs-lab/{LAB_NAME}")
+STATE = settings.state_dir(LAB_NAME)
 
 
 def use_lab(name: str, subnet: str) -> None:
     global LAB_NAME, LAB_SUBNET, STATE
-    LAB_NAME, LAB_SUBNET, STATE = name, subnet, Path(f"/var/lib/pgs-lab/{name}")
+    LAB_NAME, LAB_SUBNET, STATE = name, subnet, settings.state_dir(name)
 PYINFRA = str(Path(sys.executable).parent / "pyinfra")
 GALAXY_PIP = "galaxy-web-apps==26.1.2 galaxy-web-client==26.1.2 gravity fissix drmaa"
 VERIFY_SCRIPT = "/usr/local/share/pyinfra-galaxy-slurm/galaxy-verify.py"
@@ -53,8 +56,8 @@ def lab(*args: str) -> None:
 
 def fresh_lab(nodes: int, release: str) -> dict:
     lab("down")
-    lab("up", "--nodes", str(nodes), "--release", release)
-    return json.loads((STATE / "hosts.json").read_text())
+    lab("up", "--nodes", str(nodes), "--release", release, "--drmaa-tarball=")  # the CLI runner, whatever the environment
+    return json.loads(settings.hosts_file(LAB_NAME).read_text())
 
 
 def ssh(address: str, command: str, check: bool = True) -> str:
@@ -102,8 +105,7 @@ class HostMemory(threading.Thread):
 
 def deploy(*extra: str, timings: Path | None = None) -> dict:
     """One pyinfra run against the bench lab: wall time, changes, peak RSS of pyinfra, phases."""
-    env = {**os.environ, "LAB_INVENTORY": str(STATE / "hosts.json")}
-    env.pop("SLURM_DRMAA_TARBALL", None)
+    env = {**os.environ, settings.LAB_INVENTORY.name: str(settings.hosts_file(LAB_NAME))}
     if timings:
         env["PGS_TIMINGS"] = str(timings)
     started = time.time()
@@ -229,7 +231,7 @@ def main() -> None:
     parser.add_argument("--skip-full-stack", action="store_true", help="only the Slurm scaling runs")
     parser.add_argument("--scale-repeat", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=5, help="Galaxy jobs per runner for the latency")
-    parser.add_argument("--release", default=os.environ.get("RELEASE", "trixie"))
+    parser.add_argument("--release", default=settings.RELEASE.get())
     parser.add_argument("--output", default=str(PROJECT / "bench/results.json"))
     args = parser.parse_args()
     use_lab(args.lab_name, args.lab_subnet)

@@ -9,15 +9,26 @@ SSH login then refused, as on hosts where admins may not log in as root. Hosts s
 no cluster entries in /etc/hosts, no Slurm. They share one directory, bound at
 /srv/galaxy on every host, standing in for a cluster's shared filesystem.
 
-    lab.py up [--nodes N] [--release bookworm|trixie] [--ssh-user NAME]   idempotent
+    lab.py up [--nodes N] [--release bookworm|trixie] [--ssh-user NAME] [--drmaa-tarball PATH]   idempotent
     lab.py down [--purge-cache]                          removes all it made
     lab.py stop HOST / start HOST                        power a host off / on
-    lab.py status
+    lab.py runner [--drmaa-tarball PATH | --cli]         show / change the lab's Galaxy job runner
+    lab.py status                                        its hosts and its Galaxy job runner
+
+`up` writes the lab's record, LAB_STATE_ROOT/NAME/hosts.json (settings.hosts_file), which
+lab/inventory.py reads: the hosts, the SSH key and user, the release, and the Galaxy job
+runner the lab was made with. Lab hosts reach no release downloads, so the DRMAA runner needs
+a slurm-drmaa release tarball on this machine: `up --drmaa-tarball PATH` (default:
+SLURM_DRMAA_TARBALL, which the Makefile sets when ../shared/slurm-drmaa/ holds one) records
+the DRMAA runner and that tarball; without one the lab records the CLI runner and says so.
+Every deploy of the lab then uses the recorded runner, whatever its environment holds; `up`
+on an existing lab keeps it, and `runner` changes it (the next deploy switches Galaxy over).
 
 Several labs can live side by side: each has a name (--name / LAB_NAME) and a
 /24 subnet (--subnet / LAB_SUBNET). Base images, apt archives and pip wheels are
-cached in /var/cache/pgs-lab so repeated runs download nothing twice; the
-deploy itself still installs everything for real.
+cached in LAB_CACHE_ROOT (/var/cache/pgs-lab) so repeated runs download nothing twice; the
+deploy itself still installs everything for real. Every variable's default and meaning:
+lab/settings.py.
 """
 
 from __future__ import annotations
@@ -38,8 +49,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-STATE_ROOT = Path(os.environ.get("LAB_STATE_ROOT", "/var/lib/pgs-lab"))
-CACHE_ROOT = Path(os.environ.get("LAB_CACHE_ROOT", "/var/cache/pgs-lab"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: its lab package, not this script
+from lab import settings
+
+CACHE_ROOT = settings.cache_root()
 RELEASES = ("bookworm", "trixie")
 BASE_PACKAGES = (
     "systemd,systemd-sysv,dbus,openssh-server,python3,ca-certificates,"
@@ -84,7 +97,7 @@ class Lab:
 
     @property
     def state_dir(self) -> Path:
-        return STATE_ROOT / self.name
+        return settings.state_dir(self.name)
 
     @property
     def bridge(self) -> str:
@@ -100,7 +113,7 @@ class Lab:
 
     @property
     def hosts_file(self) -> Path:
-        return self.state_dir / "hosts.json"
+        return settings.hosts_file(self.name)
 
     @property
     def shared_dir(self) -> Path:
@@ -124,6 +137,46 @@ class Lab:
 
     def read_hosts(self) -> dict:
         return json.loads(self.hosts_file.read_text()) if self.hosts_file.exists() else {}
+
+    def write_hosts(self, record: dict) -> None:
+        temporary = self.hosts_file.with_name(f"{self.hosts_file.name}.tmp{os.getpid()}")
+        temporary.write_text(json.dumps(record, indent=2) + "\n")
+        temporary.replace(self.hosts_file)
+
+
+# --- the Galaxy job runner the lab records ------------------------------------
+
+RUNNER_FIELDS = ("galaxy_job_runner", "slurm_drmaa_tarball")
+
+
+def runner_record(tarball: str) -> dict:
+    """hosts.json's runner fields for a lab given a slurm-drmaa TARBALL ("": none, the CLI runner)."""
+    if not tarball:
+        return {"galaxy_job_runner": "cli", "slurm_drmaa_tarball": None}
+    if not os.path.isfile(tarball):
+        raise SystemExit(f"lab: no slurm-drmaa tarball at {tarball} (--drmaa-tarball / SLURM_DRMAA_TARBALL)")
+    return {"galaxy_job_runner": "drmaa", "slurm_drmaa_tarball": os.path.abspath(tarball)}
+
+
+def runner_for_up(lab: Lab, recorded: dict, drmaa_tarball: str) -> dict:
+    """The runner fields `up` writes: a new lab's from drmaa_tarball; a lab that records
+    one keeps it (`runner` changes it), and says so when the tarball given differs."""
+    if not recorded.get("galaxy_job_runner"):
+        return runner_record(drmaa_tarball)
+    kept = {field: recorded.get(field) for field in RUNNER_FIELDS}
+    if (os.path.abspath(drmaa_tarball) if drmaa_tarball else None) != kept["slurm_drmaa_tarball"]:
+        log(f"{lab.name} keeps the Galaxy job runner it was made with, {describe_runner(kept)}; "
+            f"`lab.py --name {lab.name} runner` changes it")
+    return kept
+
+
+def describe_runner(record: dict) -> str:
+    runner = record.get("galaxy_job_runner")
+    if runner == "drmaa":
+        return f"drmaa (slurm-drmaa built from {record['slurm_drmaa_tarball']})"
+    if runner == "cli":
+        return "cli (the lab was given no slurm-drmaa tarball; `lab.py runner --drmaa-tarball PATH` for DRMAA)"
+    return "not recorded (the lab was made before labs recorded it): `lab.py runner --drmaa-tarball PATH` or `lab.py runner --cli`"
 
 
 @dataclass(frozen=True)
@@ -408,7 +461,7 @@ def write_ssh_material(lab: Lab, ssh_user: str) -> None:
     )
 
 
-def up(lab: Lab, nodes: int, release: str, ssh_user: str) -> None:
+def up(lab: Lab, nodes: int, release: str, ssh_user: str, drmaa_tarball: str) -> None:
     if nodes < 1:
         raise SystemExit("lab: --nodes must be at least 1")
     if not USER_NAME.fullmatch(ssh_user):
@@ -419,6 +472,7 @@ def up(lab: Lab, nodes: int, release: str, ssh_user: str) -> None:
     if recorded and recorded.get("ssh_user", "root") != ssh_user:
         raise SystemExit(f"lab: {lab.name} logs in as {recorded.get('ssh_user', 'root')}; "
                          f"`make lab-down` before switching to --ssh-user {ssh_user}")
+    runner = runner_for_up(lab, recorded, drmaa_tarball)
     started = time.monotonic()
     lab.state_dir.mkdir(parents=True, exist_ok=True)
     write_ssh_material(lab, ssh_user)
@@ -437,6 +491,7 @@ def up(lab: Lab, nodes: int, release: str, ssh_user: str) -> None:
         "ssh_key": str(lab.ssh_key),
         "ssh_config": str(lab.state_dir / "ssh_config"),
         "shared_dir": SHARED_MOUNT,
+        **runner,
         "hosts": [
             {
                 "name": host.name,
@@ -449,8 +504,9 @@ def up(lab: Lab, nodes: int, release: str, ssh_user: str) -> None:
     # Keep hosts of a larger earlier `up` in the record: they are still running.
     known = {h["name"] for h in inventory["hosts"]}
     inventory["hosts"] += [h for h in recorded.get("hosts", []) if h["name"] not in known]
-    lab.hosts_file.write_text(json.dumps(inventory, indent=2) + "\n")
+    lab.write_hosts(inventory)
     log(f"{len(inventory['hosts'])} {release} hosts up in {time.monotonic() - started:.1f} s; inventory: {lab.hosts_file}")
+    log(f"Galaxy job runner: {describe_runner(inventory)}")
 
 
 def down(lab: Lab, purge_cache: bool) -> None:
@@ -480,22 +536,46 @@ def host_command(lab: Lab, name: str, action: str) -> None:
         wait_for_ssh(host, time.monotonic() + SSH_TIMEOUT)
 
 
+def runner_command(lab: Lab, drmaa_tarball: str | None, cli: bool) -> None:
+    """Show the lab's recorded Galaxy job runner, or record another (the next deploy switches to it)."""
+    recorded = lab.read_hosts()
+    if not recorded:
+        raise SystemExit(f"lab: no lab {lab.name} ({lab.hosts_file}): `lab.py up` makes it")
+    if cli or drmaa_tarball is not None:
+        before = describe_runner(recorded)
+        recorded.update(runner_record("" if cli else drmaa_tarball))
+        lab.write_hosts(recorded)
+        if describe_runner(recorded) != before:
+            log(f"{lab.name}: Galaxy job runner recorded; the next deploy uses it (was: {before})")
+    print(f"Galaxy job runner: {describe_runner(recorded)}")
+
+
 def status(lab: Lab) -> None:
-    for entry in lab.read_hosts().get("hosts", []):
+    recorded = lab.read_hosts()
+    for entry in recorded.get("hosts", []):
         host = Host(lab, entry["name"], "")
         print(f"{entry['name']:16} {entry['address']:15} {'running' if host.pid() else 'stopped'}")
+    if recorded:
+        print(f"Galaxy job runner: {describe_runner(recorded)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--name", default=os.environ.get("LAB_NAME", "pgs"))
-    parser.add_argument("--subnet", default=os.environ.get("LAB_SUBNET", "10.213.0.0/24"))
+    parser.add_argument("--name", default=settings.LAB_NAME.get(), help="default: LAB_NAME, else %(default)s")
+    parser.add_argument("--subnet", default=settings.LAB_SUBNET.get(), help="default: LAB_SUBNET, else %(default)s")
     sub = parser.add_subparsers(dest="command", required=True)
     up_parser = sub.add_parser("up")
-    up_parser.add_argument("--nodes", type=int, default=int(os.environ.get("LAB_NODES", "2")))
-    up_parser.add_argument("--release", choices=RELEASES, default=os.environ.get("RELEASE", "trixie"))
-    up_parser.add_argument("--ssh-user", default=os.environ.get("LAB_SSH_USER", "root"),
-                           help="the hosts' only SSH login; not root: a user with passwordless sudo")
+    up_parser.add_argument("--nodes", type=int, default=settings.LAB_NODES.number(), help="default: LAB_NODES, else 2")
+    up_parser.add_argument("--release", choices=RELEASES, default=settings.RELEASE.get(), help="default: RELEASE, else trixie")
+    up_parser.add_argument("--ssh-user", default=settings.LAB_SSH_USER.get(),
+                           help="the hosts' only SSH login; not root: a user with passwordless sudo (default: LAB_SSH_USER, else root)")
+    up_parser.add_argument("--drmaa-tarball", default=settings.SLURM_DRMAA_TARBALL.get(), metavar="PATH",
+                           help="a slurm-drmaa release tarball: a new lab records it and the DRMAA runner; '' (the default "
+                                "without SLURM_DRMAA_TARBALL): the CLI runner. An existing lab keeps its runner (see `runner`)")
+    runner_parser = sub.add_parser("runner", help="show or change the Galaxy job runner the lab records")
+    choice = runner_parser.add_mutually_exclusive_group()
+    choice.add_argument("--drmaa-tarball", metavar="PATH", help="record the DRMAA runner, slurm-drmaa built from PATH")
+    choice.add_argument("--cli", action="store_true", help="record the CLI runner")
     down_parser = sub.add_parser("down")
     down_parser.add_argument("--purge-cache", action="store_true")
     for action in ("stop", "start"):
@@ -506,11 +586,13 @@ def main() -> None:
         raise SystemExit("lab: run as root (containers, namespaces and NAT need it)")
     lab = Lab(args.name, ipaddress.IPv4Network(args.subnet))
     if args.command == "up":
-        up(lab, args.nodes, args.release, args.ssh_user)
+        up(lab, args.nodes, args.release, args.ssh_user, args.drmaa_tarball)
     elif args.command == "down":
         down(lab, args.purge_cache)
     elif args.command in ("stop", "start"):
         host_command(lab, args.host, args.command)
+    elif args.command == "runner":
+        runner_command(lab, args.drmaa_tarball, args.cli)
     else:
         status(lab)
 

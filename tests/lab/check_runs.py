@@ -34,7 +34,8 @@ class CheckRun:
 
 
 def make_check(deploy, tmp_path: Path, *make_args: str) -> CheckRun:
-    """`make check` as an admin runs it, with the test lab's environment (hosts.json, runner)."""
+    """`make check` as an admin runs it, with the test lab's environment (LAB_INVENTORY: its hosts.json,
+    which also records the Galaxy job runner the checks expect)."""
     report = tmp_path / "check-report.xml"
     started = time.monotonic()
     process = subprocess.run(["make", "--no-print-directory", "check", f"CHECK_REPORT={report}", *make_args],

@@ -1,12 +1,18 @@
 """The lab for integration tests: a fresh set of bare hosts, deployed once per session.
 
-The test lab has its own name and subnet, so `make test` never disturbs the
-demo lab. KEEP_LAB=1 leaves it running afterwards for a look around.
+The test lab has its own name and subnet (TEST_LAB_NAME, TEST_LAB_SUBNET), so `make test`
+never disturbs the demo lab. KEEP_LAB=1 leaves it running afterwards for a look around.
 TEST_LAB_SSH_USER=NAME boots hosts whose only SSH login is NAME with sudo
 (`lab.py up --ssh-user`): the deploy and these tests then go through sudo.
 Tests that need labs of their own (two clusters at once) boot them with `LabHosts`.
 pyinfra reaches the lab through its own inventory, LAB_INVENTORY_FILE (lab/inventory.py),
-told the lab's hosts.json in LAB_INVENTORY.
+told the lab's hosts.json in LAB_INVENTORY. Every variable read here: lab/settings.py.
+
+The Galaxy job runner is the lab's record (hosts.json), as for the demo lab: the test lab
+is made with the CLI runner (`lab.py up --drmaa-tarball ''`), and a test that wants the
+DRMAA runner sets `deploy.drmaa_tarball = DRMAA_TARBALL`, which records it in the lab
+(`lab.py runner`): every later run through lab/inventory.py, the Deployer's, `make check`'s
+or a test's own pyinfra command, then deploys or expects the DRMAA runner.
 """
 
 from __future__ import annotations
@@ -22,23 +28,27 @@ from pathlib import Path
 import pytest
 import testinfra
 
+from lab import settings
 from tests.lab.galaxy_jobs import GalaxyJobs
 from tests.lab.secret_watch import ReadableFile, SecretWatch, testinfra_host
 
 PROJECT = Path(__file__).resolve().parents[2]
-LAB_NAME = os.environ.get("TEST_LAB_NAME", "pgstest")
-LAB_SUBNET = os.environ.get("TEST_LAB_SUBNET", "10.213.1.0/24")
-NODES = int(os.environ.get("TEST_LAB_NODES", "2"))
-SSH_USER = os.environ.get("TEST_LAB_SSH_USER", "root")
-RELEASE = os.environ.get("RELEASE", "trixie")
+LAB_NAME = settings.TEST_LAB_NAME.get()
+LAB_SUBNET = settings.TEST_LAB_SUBNET.get()
+NODES = settings.TEST_LAB_NODES.number()
+SSH_USER = settings.TEST_LAB_SSH_USER.get()
+RELEASE = settings.RELEASE.get()
 # What runs on one release only (CI runs both; these cases do not depend on the release):
 # Galaxy's jobs in flight (test_8) and the two concurrent clusters (test_9).
 ON_DEBIAN_13_ONLY = pytest.mark.skipif(RELEASE != "trixie", reason="run on Debian 13 (the default lab) only, to keep CI short")
 # A slurm-drmaa release tarball for the DRMAA runner tests (lab hosts reach no release downloads).
-DRMAA_TARBALL = os.environ.get("SLURM_DRMAA_TARBALL", "")
+DRMAA_TARBALL = settings.SLURM_DRMAA_TARBALL.get()
+# REQUIRE_DRMAA=1 (CI): the DRMAA tests fail without DRMAA_TARBALL instead of being skipped.
+REQUIRE_DRMAA = settings.REQUIRE_DRMAA.on()
 # TEST_SLURM_ONLY=1 deploys the Slurm layers only (deploy_galaxy=false), for quick
 # iterations on them; the Galaxy tests then fail. The default is the full stack.
-SLURM_ONLY = os.environ.get("TEST_SLURM_ONLY") == "1"
+SLURM_ONLY = settings.TEST_SLURM_ONLY.on()
+KEEP_LAB = settings.KEEP_LAB.on()
 HOST_NAMES = [f"{LAB_NAME}-head"] + [f"{LAB_NAME}-c{i}" for i in range(1, NODES + 1)]
 COMPUTE_NAMES = HOST_NAMES[1:]
 # The lab's inventory for pyinfra and for `make check` (the admin's inventory.py lists no lab host).
@@ -64,9 +74,11 @@ class LabHosts:
                        check=True)
 
     def up(self) -> None:
-        """Fresh bare hosts: whatever an earlier run left under this name goes first."""
+        """Fresh bare hosts: whatever an earlier run left under this name goes first. The lab
+        records the CLI runner, whatever SLURM_DRMAA_TARBALL holds (see `Deployer.drmaa_tarball`)."""
         self.lab("down")
-        self.lab("up", "--nodes", str(self.nodes), "--release", self.release, "--ssh-user", self.ssh_user)
+        self.lab("up", "--nodes", str(self.nodes), "--release", self.release, "--ssh-user", self.ssh_user,
+                 "--drmaa-tarball=")
 
     def down(self) -> None:
         self._hosts.clear()
@@ -74,7 +86,7 @@ class LabHosts:
 
     @property
     def inventory(self) -> Path:
-        return Path(f"/var/lib/pgs-lab/{self.name}/hosts.json")
+        return settings.hosts_file(self.name)
 
     @property
     def host_names(self) -> list[str]:
@@ -118,20 +130,37 @@ def lab_inventory(tmp_path_factory) -> Path:
     TEST_LAB.up()
     TIMINGS["lab up (bare hosts)"] = time.monotonic() - started
     yield TEST_LAB.inventory
-    if os.environ.get("KEEP_LAB") != "1":
+    if not KEEP_LAB:
         TEST_LAB.down()
 
 
 class Deployer:
-    """Runs the deploy against the test lab. The Galaxy job runner is the CLI one
-    until a test switches `drmaa_tarball` on; later runs keep that choice."""
+    """Runs the deploy against a lab (LAB_INVENTORY: its hosts.json). The Galaxy job runner is
+    the one the lab records, the CLI one for a lab `LabHosts` made, until a test sets
+    `drmaa_tarball`; later runs keep that choice."""
 
     def __init__(self, lab_inventory: Path):
-        self.lab_inventory = lab_inventory
-        self.drmaa_tarball = ""
+        self.lab_inventory = Path(lab_inventory)
+
+    @property
+    def drmaa_tarball(self) -> str:
+        """The slurm-drmaa tarball the lab records ("": the CLI runner)."""
+        return json.loads(self.lab_inventory.read_text()).get("slurm_drmaa_tarball") or ""
+
+    @drmaa_tarball.setter
+    def drmaa_tarball(self, tarball: str) -> None:
+        """Record the DRMAA runner with TARBALL in the lab ("": the CLI runner), as `lab.py runner` does:
+        the next run through lab/inventory.py, whoever starts it, switches Galaxy over."""
+        name = json.loads(self.lab_inventory.read_text())["lab"]
+        assert settings.hosts_file(name) == self.lab_inventory, f"{self.lab_inventory} is not lab {name}'s record"
+        subprocess.run([sys.executable, str(PROJECT / "lab/lab.py"), "--name", name, "runner",
+                        *(("--drmaa-tarball", tarball) if tarball else ("--cli",))], check=True)
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "LAB_INVENTORY": str(self.lab_inventory), "SLURM_DRMAA_TARBALL": self.drmaa_tarball}
+        """The environment of a run against the lab: its hosts.json, and nothing that could pick the runner."""
+        env = {**os.environ, settings.LAB_INVENTORY.name: str(self.lab_inventory)}
+        env.pop(settings.SLURM_DRMAA_TARBALL.name, None)
+        return env
 
     def __call__(self, *extra: str) -> DeployRun:
         env = self.env()

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.lab.conftest import ON_DEBIAN_13_ONLY, DeployRun, Deployer, LabHosts
+from lab import settings
+from tests.lab.conftest import KEEP_LAB, ON_DEBIAN_13_ONLY, Deployer, DeployRun, LabHosts
 
 pytestmark = [pytest.mark.lab, ON_DEBIAN_13_ONLY]
 
-NAMES = os.environ.get("TEST_TWO_CLUSTERS_NAMES", "pgs2a,pgs2b").split(",")
-SUBNETS = os.environ.get("TEST_TWO_CLUSTERS_SUBNETS", "10.213.6.0/24,10.213.7.0/24").split(",")
+NAMES = settings.TEST_TWO_CLUSTERS_NAMES.items()
+SUBNETS = settings.TEST_TWO_CLUSTERS_SUBNETS.items()
 SLURM_ONLY = ("--data", "deploy_galaxy=false")
 RERUN_ROUNDS = 3
 MUNGE_KEY = "/etc/munge/munge.key"
@@ -62,7 +63,7 @@ def clusters():
             lab.up()
         yield [Cluster(lab, Deployer(lab.inventory)) for lab in labs]  # one checkout, one environment
     finally:
-        if os.environ.get("KEEP_LAB") != "1":
+        if not KEEP_LAB:
             for lab in labs:
                 lab.down()
 
