@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -53,6 +54,11 @@ HOST_NAMES = [f"{LAB_NAME}-head"] + [f"{LAB_NAME}-c{i}" for i in range(1, NODES 
 COMPUTE_NAMES = HOST_NAMES[1:]
 # The lab's inventory for pyinfra and for `make check` (the admin's inventory.py lists no lab host).
 LAB_INVENTORY_FILE = "lab/inventory.py"
+# The deploy's report line of its Galaxy upload job through the default destination.
+GALAXY_THROUGH_SLURM = re.compile(
+    r"Galaxy job \w+ \(destination slurm, runner slurm, handler handler\d+\) = Slurm job \d+ \(g\d+_+DATA_FETCH_+\w+\) "
+    r"on (?P<node>\S+) as galaxy: COMPLETED"
+)
 TIMINGS: dict[str, float] = {}
 NOTES: list[str] = []  # printed after the timings (e.g. jobs in flight and how they ended)
 

@@ -37,8 +37,10 @@ from pathlib import Path
 
 import testinfra
 
-POLL_SECONDS = 0.015
-COPY_BYTES = 1 << 20
+from lab import settings
+
+POLL_SECONDS = settings.WATCH_POLL.seconds()
+COPY_BYTES = settings.WATCH_COPY_BYTES.number()
 START_TIMEOUT = 30  # seconds for every watcher to finish its first walk
 STOP_TIMEOUT = 60  # seconds for every watcher to finish its last walk
 NOBODY = "65534"

@@ -1,20 +1,16 @@
-"""The rollout on bare lab hosts verifies itself, and a re-run changes nothing."""
+"""The rollout on bare lab hosts verifies itself (a re-run that changes nothing: test_04, on the
+runner the lab keeps), and a run that changes something checks Galaxy again."""
 
 from __future__ import annotations
 
-import re
 
 import pytest
 
-from tests.lab.conftest import COMPUTE_NAMES, HOST_NAMES, NODES, TIMINGS
+from tests.lab.conftest import COMPUTE_NAMES, GALAXY_THROUGH_SLURM, HOST_NAMES, NODES
 
 pytestmark = pytest.mark.lab
 
 
-GALAXY_THROUGH_SLURM = re.compile(
-    r"Galaxy job \w+ \(destination slurm, runner slurm, handler handler\d+\) = Slurm job \d+ \(g\d+_+DATA_FETCH_+\w+\) "
-    r"on (?P<node>\S+) as galaxy: COMPLETED"
-)
 
 
 def test_fresh_rollout_verifies_the_cluster(first_deploy):
@@ -42,17 +38,6 @@ def test_fresh_rollout_ran_a_galaxy_job_through_slurm(first_deploy):
     match = GALAXY_THROUGH_SLURM.search(first_deploy.log)
     assert match, first_deploy.log[-3000:]
     assert match["node"] in COMPUTE_NAMES
-
-
-def test_rerun_changes_nothing(first_deploy, deploy):
-    rerun = deploy()
-    TIMINGS["no-change re-run"] = rerun.seconds
-    assert rerun.returncode == 0, rerun.log[-3000:]
-    assert rerun.changes == 0, rerun.changed_operations()
-    assert "sbatch job" in rerun.log  # verification ran again
-    # The Galaxy job check started ahead and was kept: nothing changed (deploy.py's start_galaxy_check_ahead).
-    match = GALAXY_THROUGH_SLURM.search(rerun.log)
-    assert match and "(run beside this run's checks, which changed nothing)" in rerun.log, rerun.log[-3000:]
 
 
 def test_a_run_that_changes_something_checks_galaxy_again(first_deploy, deploy, lab_host):

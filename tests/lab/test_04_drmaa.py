@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from tests.lab.conftest import DRMAA_TARBALL, HOST_NAMES, LAB_INVENTORY_FILE, TIMINGS
+from tests.lab.conftest import DRMAA_TARBALL, GALAXY_THROUGH_SLURM, HOST_NAMES, LAB_INVENTORY_FILE, REQUIRE_DRMAA, TIMINGS
 from tests.lab.check_runs import make_check
 
 GALAXY = HOST_NAMES[0]
@@ -21,7 +21,7 @@ LIBDRMAA = "/opt/slurm-drmaa/lib/libdrmaa.so.1"
 NO_TARBALL = "SLURM_DRMAA_TARBALL does not name a slurm-drmaa release tarball on this machine"
 pytestmark = [
     pytest.mark.lab,
-    pytest.mark.skipif(not os.path.isfile(DRMAA_TARBALL) and os.environ.get("REQUIRE_DRMAA") != "1", reason=NO_TARBALL),
+    pytest.mark.skipif(not os.path.isfile(DRMAA_TARBALL) and not REQUIRE_DRMAA, reason=NO_TARBALL),
 ]
 
 
@@ -57,5 +57,11 @@ def test_checks_pass_with_the_drmaa_runner(drmaa_deploy, deploy, tmp_path):
 
 
 def test_rerun_with_drmaa_changes_nothing(drmaa_deploy, deploy):
+    """The session's no-change re-run (on the runner the lab keeps from here on)."""
     rerun = deploy()
+    TIMINGS["no-change re-run"] = rerun.seconds
     assert rerun.returncode == 0 and rerun.changes == 0, rerun.changed_operations()
+    assert "sbatch job" in rerun.log  # verification ran again
+    # The Galaxy job check started ahead and was kept: nothing changed (deploy.py's start_galaxy_check_ahead).
+    match = GALAXY_THROUGH_SLURM.search(rerun.log)
+    assert match and "(run beside this run's checks, which changed nothing)" in rerun.log, rerun.log[-3000:]

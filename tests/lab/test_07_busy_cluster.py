@@ -2,13 +2,14 @@
 without waiting for it to empty, and its changes (slurm.conf, a new compute
 host) keep every job in flight running to completion.
 
-Each case starts 2 Galaxy jobs running in Slurm, then at least 4 held Slurm
-batch jobs that take every CPU left (the ones that find none wait for them;
-tests/lab/inflight.py Workload), runs the deploy, checks every job is still
-where it was, releases them and checks each Slurm job COMPLETED with exit 0:0
-and each Galaxy job's dataset ok on the Slurm job it started with. The cluster
-grows by one compute host in the last case (this replaces a separate grow test,
-so the lab grows once).
+One workload for the whole sequence (tests/lab/inflight.py Workload): 2 Galaxy
+jobs running in Slurm, then at least 4 held Slurm batch jobs that take every CPU
+left (the ones that find none wait for them). With them in flight: a no-change
+re-run, a partition added and removed again (slurm.conf changes), a compute host
+added, and a re-run after it; after each deploy every job is still where it was.
+Then they are released: each Slurm job COMPLETED with exit 0:0, each Galaxy
+job's dataset ok on the Slurm job it started with. The cluster grows by one
+compute host here (so the lab grows once).
 """
 
 from __future__ import annotations
@@ -77,65 +78,67 @@ def assert_full_cluster_verified(run) -> None:
     assert "the cluster is full, Galaxy reaches Slurm" in run.log, run.log[-3000:]
 
 
-def test_no_change_rerun_on_a_full_cluster(jobs, busy, deploy, lab_host):
+def test_changes_on_a_full_cluster_keep_every_job_running(jobs, busy, deploy, lab_host):
+    new_node = f"{LAB_NAME}-c{NODES + 1}"
     jobs.start()
     before = daemon_pids(lab_host)
+    leftovers = {}  # the verification's own jobs left in the queue after each deploy
+
+    # A no-change re-run restarts nothing and proves a full cluster healthy.
     rerun = deploy(*busy)
     TIMINGS["no-change re-run, cluster full"] = rerun.seconds
     note_verification("no-change re-run", rerun)
     jobs.assert_in_flight()
-    assert daemon_pids(lab_host) == before  # a re-run restarts nothing
-    jobs.finish()
-    assert rerun.returncode == 0, rerun.log[-5000:]
-    assert rerun.changes == 0, rerun.changed_operations()
-    assert f"sinfo: {NODES} nodes healthy" in rerun.log
-    assert_full_cluster_verified(rerun)
-    assert verify_jobs_left(lab_host) == ""
+    leftovers["no-change re-run"] = verify_jobs_left(lab_host)
+    unchanged = daemon_pids(lab_host)
 
-
-def test_slurm_conf_change_keeps_jobs_running(jobs, busy, deploy, lab_host):
-    jobs.start()
-    before = daemon_pids(lab_host)
+    # slurm.conf changes: a partition added, then removed again.
     added = deploy(*busy, "--data", f"slurm_partitions={json.dumps(TWO_PARTITIONS)}")
     TIMINGS["add a partition, cluster full"] = added.seconds
     jobs.assert_in_flight()
+    leftovers["add a partition"] = verify_jobs_left(lab_host)
     partitions = lab_host(CONTROLLER).check_output(PARTITION_NAMES)
     between = daemon_pids(lab_host)
     removed = deploy(*busy)
     TIMINGS["remove it again, cluster full"] = removed.seconds
     jobs.assert_in_flight()
-    note_restarts("add a partition", before, between)
+    leftovers["remove it again"] = verify_jobs_left(lab_host)
+    partitions_after = lab_host(CONTROLLER).check_output(PARTITION_NAMES)
+    note_restarts("add a partition", unchanged, between)
     note_verification("add a partition", added)
     note_verification("remove it again", removed)
-    note_restarts("remove it again", between, daemon_pids(lab_host))
+    after_partitions = daemon_pids(lab_host)
+    note_restarts("remove it again", between, after_partitions)
+
+    # A compute host joins.
+    lab("up", "--nodes", str(NODES + 1), "--release", RELEASE, "--ssh-user", SSH_USER)
+    grown = deploy(*busy)
+    TIMINGS["add a compute host, cluster full"] = grown.seconds
+    jobs.assert_in_flight()
+    leftovers["add a compute host"] = verify_jobs_left(lab_host)
+    note_restarts("add a compute host", after_partitions, daemon_pids(lab_host))
+    note_verification("add a compute host", grown)
+    rerun_grown = deploy(*busy)  # still busy: the old nodes are full, the new one is not
+    jobs.assert_in_flight()
+    leftovers["re-run after adding it"] = verify_jobs_left(lab_host)
+    note_verification("re-run after adding it", rerun_grown)
     jobs.finish()
+
+    assert rerun.returncode == 0, rerun.log[-5000:]
+    assert rerun.changes == 0, rerun.changed_operations()
+    assert unchanged == before  # a re-run restarts nothing
+    assert f"sinfo: {NODES} nodes healthy" in rerun.log
+    assert_full_cluster_verified(rerun)
     for run in (added, removed):
         assert run.returncode == 0, run.log[-5000:]
         assert any("slurm.conf" in op for op in run.changed_operations()), run.changed_operations()
         assert_full_cluster_verified(run)
     assert partitions.split() == ["debug", "long"]
-    assert lab_host(CONTROLLER).check_output(PARTITION_NAMES).split() == ["debug"]
-    assert verify_jobs_left(lab_host) == ""
-
-
-def test_added_compute_host_joins_while_jobs_run(jobs, busy, deploy, lab_host):
-    new_node = f"{LAB_NAME}-c{NODES + 1}"
-    jobs.start()
-    before = daemon_pids(lab_host)
-    lab("up", "--nodes", str(NODES + 1), "--release", RELEASE, "--ssh-user", SSH_USER)
-    grown = deploy(*busy)
-    TIMINGS["add a compute host, cluster full"] = grown.seconds
-    jobs.assert_in_flight()
-    note_restarts("add a compute host", before, daemon_pids(lab_host))
-    note_verification("add a compute host", grown)
-    rerun = deploy(*busy)  # still busy: the old nodes are full, the new one is not
-    jobs.assert_in_flight()
-    note_verification("re-run after adding it", rerun)
-    jobs.finish()
+    assert partitions_after.split() == ["debug"]
     assert grown.returncode == 0, grown.log[-5000:]
     assert f"sinfo: {NODES + 1} nodes healthy" in grown.log
     # The only free CPUs are on the new node: the checks run there, the others are busy.
     assert f"srun -N1: ran on {new_node}; busy but healthy: " in grown.log, grown.log[-3000:]
     assert f"completed on {new_node}" in grown.log
-    assert rerun.returncode == 0 and rerun.changes == 0, rerun.changed_operations()
-    assert verify_jobs_left(lab_host) == ""
+    assert rerun_grown.returncode == 0 and rerun_grown.changes == 0, rerun_grown.changed_operations()
+    assert leftovers == dict.fromkeys(leftovers, ""), leftovers

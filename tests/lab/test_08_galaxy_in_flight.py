@@ -1,9 +1,9 @@
 """Galaxy jobs in flight survive what a deploy (or a crash) does to Galaxy's handlers,
 and a runner switch never strands them.
 
-The handler cases hold 2 Galaxy jobs running in Slurm and at least 4 held Slurm
-jobs on every CPU left (tests/lab/inflight.py Workload), do the change, release
-them and assert every job's final state (Galaxy: dataset ok on the Slurm job it
+The handler case holds 2 Galaxy jobs running in Slurm and at least 4 held Slurm
+jobs on every CPU left (tests/lab/inflight.py Workload) across a job_conf.xml change
+and a killed handler, releases them and asserts every job's final state (Galaxy: dataset ok on the Slurm job it
 started with; Slurm: COMPLETED exit 0:0). The DRMAA runner (Galaxy's default) needs SLURM_DRMAA_TARBALL.
 """
 
@@ -16,14 +16,14 @@ import time
 
 import pytest
 
-from tests.lab.conftest import COMPUTE_NAMES, DRMAA_TARBALL, HOST_NAMES, NOTES, ON_DEBIAN_13_ONLY, TIMINGS
+from tests.lab.conftest import COMPUTE_NAMES, DRMAA_TARBALL, HOST_NAMES, NOTES, ON_DEBIAN_13_ONLY, REQUIRE_DRMAA, TIMINGS
 from tests.lab.galaxy_jobs import PSQL_AS_GALAXY, VENV_PYTHON as VERIFY_PYTHON
 from tests.lab.inflight import InFlightJobs, Workload
 
 pytestmark = [
     pytest.mark.lab,
     ON_DEBIAN_13_ONLY,
-    pytest.mark.skipif(not os.path.isfile(DRMAA_TARBALL) and os.environ.get("REQUIRE_DRMAA") != "1",
+    pytest.mark.skipif(not os.path.isfile(DRMAA_TARBALL) and not REQUIRE_DRMAA,
                        reason="SLURM_DRMAA_TARBALL does not name a slurm-drmaa release tarball on this machine"),
 ]
 JOBS_IN_FLIGHT = 2
@@ -62,7 +62,9 @@ def workload(request, galaxy_jobs, lab_host) -> Workload:
     NOTES.append(f"{request.node.name}: {held.summary()}")
 
 
-def test_job_conf_change_restarts_handlers_and_running_jobs_finish(workload, galaxy_jobs, deploy):
+def test_handler_restart_and_kill_keep_running_jobs(workload, galaxy_jobs, deploy):
+    """One workload across both: a job_conf.xml change (the deploy restarts the handlers),
+    then a handler killed with -9 (supervisor brings it back); the jobs finish ok after both."""
     workload.start()
     handler_before = galaxy_jobs.handler_pid()
     run = deploy(*galaxy_jobs.deploy_args(galaxy_destinations=LONGER_TIME_LIMIT))
@@ -70,11 +72,7 @@ def test_job_conf_change_restarts_handlers_and_running_jobs_finish(workload, gal
     assert run.returncode == 0, run.log[-5000:]
     assert galaxy_jobs.handler_pid() != handler_before, "the handler was not restarted"
     workload.assert_in_flight()
-    workload.finish()
 
-
-def test_killed_handler_restarts_and_running_jobs_finish(workload, galaxy_jobs):
-    workload.start()
     starts_before = galaxy_jobs.handler_starts()
     started = time.monotonic()
     galaxy_jobs.ssh(f"kill -9 {galaxy_jobs.handler_pid()}")

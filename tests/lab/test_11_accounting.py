@@ -20,13 +20,13 @@ import time
 
 import pytest
 
-from tests.lab.conftest import DRMAA_TARBALL, HOST_NAMES, NOTES, ON_DEBIAN_13_ONLY, TIMINGS
+from tests.lab.conftest import DRMAA_TARBALL, HOST_NAMES, NOTES, ON_DEBIAN_13_ONLY, REQUIRE_DRMAA, SLURM_ONLY, TIMINGS
 
 pytestmark = [pytest.mark.lab]
 CONTROLLER = HOST_NAMES[0]
 SHORT_MIN_JOB_AGE = {"MinJobAge": 10}
 AGE_OUT_TIMEOUT = 240  # MinJobAge 10 s, plus slurmctld's purge, which runs about once a minute
-NEEDS_DRMAA = pytest.mark.skipif(not os.path.isfile(DRMAA_TARBALL) and os.environ.get("REQUIRE_DRMAA") != "1",
+NEEDS_DRMAA = pytest.mark.skipif(not os.path.isfile(DRMAA_TARBALL) and not REQUIRE_DRMAA,
                                  reason="SLURM_DRMAA_TARBALL does not name a slurm-drmaa release tarball on this machine")
 
 
@@ -43,7 +43,7 @@ def test_sacct_has_the_verification_job(first_deploy, lab_host):
     assert controller.service("slurmdbd").is_running and controller.service("mariadb").is_running
     assert "galaxy" in controller.check_output("sacctmgr -n -P list cluster format=Cluster").split()
     galaxy_job = re.search(r"= Slurm job (\d+) ", first_deploy.log)
-    if os.environ.get("TEST_SLURM_ONLY") != "1":
+    if not SLURM_ONLY:
         assert galaxy_job and f"sacct: job {galaxy_job.group(1)} COMPLETED 0:0" in first_deploy.log, \
             "the Galaxy check did not find its Slurm job in sacct"
     rss = controller.check_output("ps -o rss= -C slurmdbd,mariadbd -o comm=")
