@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tasks.model.database import GalaxyDatabase, GalaxyDatabaseState, database_from
+from tasks.model.galaxy_releases import galaxy_release, versions_for_python
 from tasks.model.hosts import COMPUTE_GROUP, GALAXY_GROUP, ClusterHost, InventoryHost
 from tasks.model.problems import check_positive_int
 from tasks.model.settings import GALAXY, SLURM_DRMAA_DEFAULTS, read
@@ -161,7 +162,10 @@ class Galaxy:
 
     @property
     def pip_packages(self) -> list[str]:
-        galaxy = [f"galaxy-web-apps=={self.version}", f"galaxy-web-client=={self.version}", "gravity"] if self.install else []
+        """Every galaxy-* package of the release and gravity pinned (tasks/model/galaxy_releases.py): Galaxy's
+        packages require one another without versions, so unpinned ones would come from the newest release."""
+        release = galaxy_release(self.version) if self.install else None
+        galaxy = release.requirements if release else []
         # fissix: Galaxy's metadata step needs lib2to3 or fissix on every node that runs jobs.
         # psycopg2-binary: Galaxy's PostgreSQL driver (a wheel: no compiler, no libpq-dev).
         database = ["psycopg2-binary"] if self.database.kind == "postgresql" else []
@@ -208,6 +212,9 @@ def galaxy_from(hosts: list[InventoryHost], cluster_hosts: list[ClusterHost], en
         problems.append(f"galaxy_root: '{config['galaxy_root']}' is not an absolute path")
     _check_galaxy_account(hosts, config, problems)
     _check_job_python(hosts, inventory_host, problems)
+    if config["galaxy_install"]:
+        _check_galaxy_version(str(config["galaxy_version"]), inventory_host.facts.python if inventory_host.facts else "",
+                              inventory_host.name, problems)
 
     destinations = _destinations(config["galaxy_destinations"], runner, problems)
     drmaa = _slurm_drmaa(config["slurm_drmaa"], problems) if runner == "drmaa" else None
@@ -411,6 +418,27 @@ def _check_galaxy_account(hosts: list[InventoryHost], config: Mapping[str, Any],
                     f"host {host.name}: {setting} {wanted} already belongs to {kind} {holders[0]}; "
                     f"choose a {setting} that is free on every cluster host"
                 )
+
+
+def _check_galaxy_version(version: str, python: str, host_name: str, problems: list[str]) -> None:
+    """Only a release with a pinned set (tasks/model/galaxy_releases.json) whose packages install on the
+    Galaxy host's python3: any other would mix releases in the venv, or fail to install, after hosts changed."""
+    release = galaxy_release(version)
+    fitting = versions_for_python(python)
+    where = f"python3 {python} on {host_name}" if python else host_name
+    choice = f"for {where} use one of {', '.join(fitting)}" if fitting else f"no pinned release installs on {where}"
+    add = f"to add a release: `python -m tasks.galaxy_releases_pypi add {version}`, then a fresh lab deploy of it"
+    if release is None:
+        problems.append(
+            f"galaxy_version: '{version}' is not a Galaxy release this deploy has pinned (tasks/model/galaxy_releases.json: "
+            f"every galaxy-* package of a release at that release, each release tested by a fresh deploy); {choice} ({add})"
+        )
+    elif python and not release.supports(python):
+        problems.append(
+            f"galaxy_version: Galaxy {version} needs Python {release.requires_python}, and python3 on {host_name} is "
+            f"{python}; {choice}{', or' if fitting else ':'} put Galaxy on a Debian release whose python3 "
+            f"Galaxy {version} supports"
+        )
 
 
 def _check_job_python(hosts: list[InventoryHost], galaxy_host: InventoryHost, problems: list[str]) -> None:
