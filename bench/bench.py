@@ -28,6 +28,7 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 from lab import settings
+from tasks.model.galaxy_releases import galaxy_release, newest_release
 
 LAB_NAME = "pgsbench"
 LAB_SUBNET = "10.213.22.0/24"
@@ -38,7 +39,8 @@ def use_lab(name: str, subnet: str) -> None:
     global LAB_NAME, LAB_SUBNET, STATE
     LAB_NAME, LAB_SUBNET, STATE = name, subnet, settings.state_dir(name)
 PYINFRA = str(Path(sys.executable).parent / "pyinfra")
-GALAXY_PIP = "galaxy-web-apps==26.1.2 galaxy-web-client==26.1.2 gravity fissix drmaa"
+# The by-hand install of the default Galaxy: its pinned packages, as the deploy installs them.
+GALAXY_PIP = " ".join([*galaxy_release(newest_release()).requirements, "fissix", "drmaa"])
 VERIFY_SCRIPT = "/usr/local/share/pyinfra-galaxy-slurm/galaxy-verify.py"
 
 # Which phase an operation belongs to, by the layer (deploy) and words in its name.

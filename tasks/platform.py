@@ -15,6 +15,8 @@ SLURM_RELEASES = ("20.11", "21.08", "22.05", "23.02", "23.11", "24.05", "24.11",
 SLURM_BY_CODENAME = {"bullseye": "20.11", "bookworm": "22.05", "trixie": "24.11"}
 # The PostgreSQL major version that Debian's `postgresql` package brings.
 POSTGRESQL_BY_CODENAME = {"bookworm": "15", "trixie": "17"}
+# The python3 a Debian release ships: Galaxy's venv is made by it.
+PYTHON_BY_CODENAME = {"bookworm": "3.11", "trixie": "3.13"}
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,7 @@ def install_galaxy(cluster: Cluster) -> None:
             restart = ""
         if supervisor_conf.did_change():
             updated = f"{SUPERVISOR_GROUP}: updated process group"
-            steps.append(f"out=$(supervisorctl update) && echo \"$out\""
+            steps.append("out=$(supervisorctl update) && echo \"$out\""
                          + (f" && {{ echo \"$out\" | grep -q '{updated}' || {restart}; }}" if restart else ""))
         elif restart:
             steps.append(restart)

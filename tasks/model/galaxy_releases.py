@@ -31,9 +31,10 @@ from pathlib import Path
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from tasks.platform import PYTHON_BY_CODENAME
+
 DATA_FILE = Path(__file__).with_name("galaxy_releases.json")
 # The Pythons the deploy's hosts run (python3 of Debian 12 and 13): Galaxy's venv is made by it.
-PYTHON_BY_CODENAME = {"bookworm": "3.11", "trixie": "3.13"}
 DEPLOY_PYTHONS = tuple(sorted(set(PYTHON_BY_CODENAME.values()), key=Version))
 # What the deploy asks for; the rest of a release's galaxy-* packages come with these.
 ENTRY_PACKAGES = ("galaxy-web-apps", "galaxy-web-client")
@@ -77,6 +78,11 @@ def _releases() -> dict[str, GalaxyRelease]:
 def galaxy_releases() -> dict[str, GalaxyRelease]:
     """The supported releases, newest first."""
     return dict(sorted(_releases().items(), key=lambda item: _sort_key(item[0]), reverse=True))
+
+
+def newest_release() -> str:
+    """The default galaxy_version: the newest supported release."""
+    return next(iter(galaxy_releases()))
 
 
 def galaxy_release(version: str) -> GalaxyRelease | None:

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tasks.model.galaxy_releases import galaxy_releases, newest_release
+
 CLUSTER, GALAXY, HOST = "cluster", "galaxy", "host"
 SCOPE_SOURCES = {
     CLUSTER: "group_data/all.py (read from the controller's data)",
@@ -74,7 +76,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("deploy_galaxy", CLUSTER, True, "False: the Slurm layers only"),
     Setting("verify_galaxy_job", CLUSTER, True, "False: skip the Galaxy upload job at the end of a run (~15 s)"),
     # Galaxy: the Galaxy host.
-    Setting("galaxy_version", GALAXY, "26.1.2", "Galaxy from PyPI (`galaxy-web-apps` + `galaxy-web-client`)"),
+    Setting("galaxy_version", GALAXY, newest_release(),
+            "Galaxy from PyPI, every package pinned to the release: one of "
+            f"{', '.join(galaxy_releases())} (`tasks/model/galaxy_releases.json`)", "the newest of those"),
     Setting("galaxy_install", GALAXY, True, "False: keep the Galaxy already in the venv"),
     Setting("galaxy_rebuild_venv", GALAXY, False,
             "True: a venv made by another Python is moved aside (`venv.<time>.pgs-backup`) and rebuilt; else refused"),

@@ -13,7 +13,6 @@ from tasks.model.galaxy_releases import (
     DATA_FILE,
     DEPLOY_PYTHONS,
     ENTRY_PACKAGES,
-    PYTHON_BY_CODENAME,
     GalaxyRelease,
     galaxy_release,
     galaxy_releases,
@@ -22,6 +21,7 @@ from tasks.model.galaxy_releases import (
     versions_for_python,
 )
 from tasks.model.settings import SETTINGS
+from tasks.platform import PYTHON_BY_CODENAME
 from tests.unit.conftest import small_cluster
 
 DEFAULT_VERSION = next(s.default for s in SETTINGS if s.name == "galaxy_version")

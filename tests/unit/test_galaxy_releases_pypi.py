@@ -34,7 +34,8 @@ import pytest
 from tasks.galaxy.venv import UV  # the uv the deploy installs Galaxy with
 from tasks.galaxy_releases_pypi import GRAVITY, INDEX, PyPIUnreachable, _open, release_names, release_problems
 from tasks.model import build_cluster
-from tasks.model.galaxy_releases import DEPLOY_PYTHONS, PYTHON_BY_CODENAME, galaxy_releases
+from tasks.model.galaxy_releases import DEPLOY_PYTHONS, galaxy_releases
+from tasks.platform import PYTHON_BY_CODENAME
 from tests.unit.conftest import small_cluster
 
 RELEASES = galaxy_releases()
