@@ -9,8 +9,8 @@ pyinfra reaches the lab through its own inventory, LAB_INVENTORY_FILE (lab/inven
 told the lab's hosts.json in LAB_INVENTORY. Every variable read here: lab/settings.py.
 
 The Galaxy job runner is the lab's record (hosts.json), as for the demo lab: the test lab
-is made with the CLI runner (`lab.py up --drmaa-tarball ''`), and a test that wants the
-DRMAA runner sets `deploy.drmaa_tarball = DRMAA_TARBALL`, which records it in the lab
+is made with FIRST_RUNNER (`lab.py up --drmaa-tarball`), and a test that wants the DRMAA
+runner sets `deploy.drmaa_tarball = DRMAA_TARBALL`, which records it in the lab
 (`lab.py runner`): every later run through lab/inventory.py, the Deployer's, `make check`'s
 or a test's own pyinfra command, then deploys or expects the DRMAA runner.
 """
@@ -39,13 +39,21 @@ LAB_SUBNET = settings.TEST_LAB_SUBNET.get()
 NODES = settings.TEST_LAB_NODES.number()
 SSH_USER = settings.TEST_LAB_SSH_USER.get()
 RELEASE = settings.RELEASE.get()
-# What runs on one release only (CI runs both; these cases do not depend on the release):
-# Galaxy's jobs in flight (test_8) and the two concurrent clusters (test_9).
-ON_DEBIAN_13_ONLY = pytest.mark.skipif(RELEASE != "trixie", reason="run on Debian 13 (the default lab) only, to keep CI short")
+# What runs on one release only: CI runs both side by side, and a case that does not depend on
+# the release (Slurm 22.05 or 24.11, Python 3.11 or 3.13, PostgreSQL 15 or 17) runs on one of
+# them, the one that has room (each module says which and why). The Debian 12 lab is reached
+# through a sudo-only user, so cases whose path goes through sudo run there.
+ON_DEBIAN_13_ONLY = pytest.mark.skipif(RELEASE != "trixie", reason="release-independent: run on Debian 13 only, to keep CI short")
+ON_DEBIAN_12_ONLY = pytest.mark.skipif(RELEASE != "bookworm",
+                                       reason="release-independent: run on Debian 12 (the sudo-user lab) only, to keep CI short")
 # A slurm-drmaa release tarball for the DRMAA runner tests (lab hosts reach no release downloads).
 DRMAA_TARBALL = settings.SLURM_DRMAA_TARBALL.get()
 # REQUIRE_DRMAA=1 (CI): the DRMAA tests fail without DRMAA_TARBALL instead of being skipped.
 REQUIRE_DRMAA = settings.REQUIRE_DRMAA.on()
+# The first deploy's Galaxy job runner. The CLI runner on Debian 12, whose test_04 then proves the
+# switch to DRMAA (slurm-drmaa built on a running cluster); the DRMAA runner on Debian 13, whose
+# test_08 proves the switch to the CLI runner and back. CI runs both first installs and both switches.
+FIRST_RUNNER = "drmaa" if RELEASE == "trixie" and os.path.isfile(DRMAA_TARBALL) else "cli"
 # TEST_SLURM_ONLY=1 deploys the Slurm layers only (deploy_galaxy=false), for quick
 # iterations on them; the Galaxy tests then fail. The default is the full stack.
 SLURM_ONLY = settings.TEST_SLURM_ONLY.on()
@@ -79,12 +87,13 @@ class LabHosts:
         subprocess.run([sys.executable, str(PROJECT / "lab/lab.py"), "--name", self.name, "--subnet", self.subnet, *args],
                        check=True)
 
-    def up(self) -> None:
+    def up(self, drmaa_tarball: str = "") -> None:
         """Fresh bare hosts: whatever an earlier run left under this name goes first. The lab
-        records the CLI runner, whatever SLURM_DRMAA_TARBALL holds (see `Deployer.drmaa_tarball`)."""
+        records the DRMAA runner with `drmaa_tarball`, else the CLI runner, whatever
+        SLURM_DRMAA_TARBALL holds (see `Deployer.drmaa_tarball`)."""
         self.lab("down")
         self.lab("up", "--nodes", str(self.nodes), "--release", self.release, "--ssh-user", self.ssh_user,
-                 "--drmaa-tarball=")
+                 f"--drmaa-tarball={drmaa_tarball}")
 
     def down(self) -> None:
         self._hosts.clear()
@@ -133,7 +142,7 @@ def lab_inventory(tmp_path_factory) -> Path:
     if os.geteuid() != 0:
         pytest.fail("the lab tests boot containers and need root: run `make test` as root")
     started = time.monotonic()
-    TEST_LAB.up()
+    TEST_LAB.up(drmaa_tarball=DRMAA_TARBALL if FIRST_RUNNER == "drmaa" else "")
     TIMINGS["lab up (bare hosts)"] = time.monotonic() - started
     yield TEST_LAB.inventory
     if not KEEP_LAB:

@@ -11,11 +11,12 @@ import sys
 
 import pytest
 
-from tests.lab.conftest import HOST_NAMES, LAB_INVENTORY_FILE, PROJECT
+from tests.lab.conftest import HOST_NAMES, LAB_INVENTORY_FILE, ON_DEBIAN_12_ONLY, PROJECT
 from tests.lab.secret_watch import leaks_in_text, secret_forms
 from tests.lab.check_runs import make_check
 
-pytestmark = pytest.mark.lab
+# Release-independent, and the sudo-user lab's path: a hand-written inventory with _sudo, --dry through sudo.
+pytestmark = [pytest.mark.lab, ON_DEBIAN_12_ONLY]
 CONTROLLER = HOST_NAMES[0]
 DRY_TIMEOUT = 600  # seconds for one `pyinfra --dry`
 

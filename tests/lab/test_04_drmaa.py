@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from tests.lab.conftest import DRMAA_TARBALL, GALAXY_THROUGH_SLURM, HOST_NAMES, LAB_INVENTORY_FILE, REQUIRE_DRMAA, TIMINGS
+from tests.lab.conftest import DRMAA_TARBALL, FIRST_RUNNER, GALAXY_THROUGH_SLURM, HOST_NAMES, LAB_INVENTORY_FILE, REQUIRE_DRMAA, TIMINGS
 from tests.lab.check_runs import make_check
 
 GALAXY = HOST_NAMES[0]
@@ -27,8 +27,12 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def drmaa_deploy(first_deploy, deploy):
+    """The run that put Galaxy on the DRMAA runner: the first deploy when the lab was made with it
+    (FIRST_RUNNER), else a switch from the CLI runner, which builds slurm-drmaa on a running cluster."""
     if not os.path.isfile(DRMAA_TARBALL):
         pytest.fail(f"{NO_TARBALL} (REQUIRE_DRMAA=1: the DRMAA tests must run)")
+    if FIRST_RUNNER == "drmaa":
+        return first_deploy
     deploy.drmaa_tarball = DRMAA_TARBALL
     run = deploy()
     TIMINGS["switch to the DRMAA runner (build slurm-drmaa)"] = run.seconds

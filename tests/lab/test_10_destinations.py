@@ -8,7 +8,10 @@
 - A destination Slurm accepts but whose Galaxy job fails (a destination param
   Galaxy enforces: require_container, and the upload tool has no container) has
   its job_conf.xml rolled back byte for byte and the handlers restarted.
-The lab's default partitions and destinations are deployed again at the end.
+The lab's default partitions and destinations are deployed again at the end (on both releases:
+later tests start from them; test_08 leaves another destination on Debian 13). The destination
+cases do not depend on the release (sbatch --test-only answers alike on Slurm 22.05 and 24.11):
+they run on Debian 12, the sudo-user lab.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import re
 
 import pytest
 
-from tests.lab.conftest import HOST_NAMES, NOTES, TIMINGS
+from tests.lab.conftest import HOST_NAMES, NOTES, ON_DEBIAN_12_ONLY, TIMINGS
 
 GALAXY = HOST_NAMES[0]
 JOB_CONF = "/srv/galaxy/config/job_conf.xml"
@@ -38,6 +41,7 @@ def live_state(host, galaxy_jobs) -> tuple[str, str]:
     return host.check_output(f"sha1sum {JOB_CONF}").split()[0], galaxy_jobs.handler_pid()
 
 
+@ON_DEBIAN_12_ONLY
 def test_destination_slurm_would_never_start_is_refused_before_job_conf_changes(galaxy_jobs, galaxy_host, deploy):
     before = live_state(galaxy_host, galaxy_jobs)
     destinations = [SLURM, LOCAL,
@@ -61,6 +65,7 @@ def test_destination_slurm_would_never_start_is_refused_before_job_conf_changes(
     assert galaxy_jobs.handler_ready()
 
 
+@ON_DEBIAN_12_ONLY
 def test_job_conf_failing_verification_is_rolled_back(galaxy_jobs, galaxy_host, deploy):
     job_conf = galaxy_host.file(JOB_CONF).content_string
     pid = galaxy_jobs.handler_pid()
@@ -78,6 +83,7 @@ def test_job_conf_failing_verification_is_rolled_back(galaxy_jobs, galaxy_host, 
     assert galaxy_jobs.handler_ready()
 
 
+@ON_DEBIAN_12_ONLY
 def test_every_slurm_destination_runs_a_job(galaxy_jobs, galaxy_host, deploy):
     """Two Slurm destinations: the upload goes to the default, the verification's own tool to the other;
     the report names both, each job COMPLETED in Slurm with its destination's partition and time limit."""
@@ -110,5 +116,3 @@ def test_default_destinations_again(galaxy_jobs, galaxy_host, deploy, first_depl
     assert "short" not in galaxy_host.check_output("scontrol show partition --oneliner | cut -d' ' -f1")
     assert "require_container" not in galaxy_host.file(JOB_CONF).content_string
     assert galaxy_jobs.handler_ready()
-    rerun = deploy(*galaxy_jobs.deploy_args())
-    assert rerun.returncode == 0 and rerun.changes == 0, rerun.changed_operations()

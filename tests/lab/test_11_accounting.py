@@ -50,6 +50,7 @@ def test_sacct_has_the_verification_job(first_deploy, lab_host):
     NOTES.append("accounting memory (RSS kB): " + ", ".join(" ".join(line.split()[::-1]) for line in rss.splitlines()))
 
 
+@ON_DEBIAN_13_ONLY  # the model's and the hosts' checks before any change: release-independent
 def test_bad_accounting_input_refused_before_any_change(first_deploy, deploy, lab_host, tmp_path):
     """No database at the given address; an empty password file; a database holding
     another cluster's tables: each refused, nothing changed."""
