@@ -360,7 +360,7 @@ def table(results: dict) -> str:
 
 
 def markdown(results: dict) -> str:
-    """The README's tables, from a results.json (`bench.py --markdown FILE`)."""
+    """docs/benchmarks.md's tables, from a results.json (`bench.py --markdown FILE`)."""
     def cell(value: dict) -> str:
         runs = len(value.get("runs", []))
         return f"{value['median']:.1f}" if runs == 1 else f"{value['median']:.1f} ({value['min']:.1f}–{value['max']:.1f})"

@@ -9,7 +9,7 @@ runs in Slurm (the handler that owns it: there are two), the job is released and
 the handler is started again. With accounting, slurm-drmaa
 (SLURM_DRMAA_USE_SLURMDBD=1) reads the finished job from slurmdbd: the dataset
 must end ok. The same case with accounting off is run and its outcome recorded
-(the README says what to expect).
+(docs/operations.md, "What Galaxy does without accounting", says what to expect).
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def test_handler_outage_with_and_without_accounting(galaxy_jobs, deploy, lab_hos
         assert with_accounting["sacct"] == "COMPLETED|0:0", with_accounting
         without = handler_outage(galaxy_jobs, deploy, controller, accounting=False)
         assert "disabled" in without["sacct"], without  # sacct: "Slurm accounting storage is disabled"
-        # Galaxy's runner cannot tell how the job ended: the README's "What Galaxy does without accounting".
+        # Galaxy's runner cannot tell how the job ended: docs/operations.md, "What Galaxy does without accounting".
         assert without["dataset_state"] == "error", without
     finally:
         restored = deploy(*galaxy_jobs.deploy_args())
