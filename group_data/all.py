@@ -6,6 +6,8 @@ a setting given in the controller host's own dict in the inventory is read as we
 """
 
 # Slurm's ClusterName (default "galaxy"); one name per cluster when several share a database.
+# A deployed cluster keeps its name: slurmdbd's database holds it (a new name needs another
+# slurm_accounting_storage_loc).
 # slurm_cluster_name = "mycluster"
 
 # Partitions: name, nodes ("ALL" or node names), default, max_time, and any other
