@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import apt, postgresql, systemd
+from pyinfra.operations import apt, postgres, systemd
 
 from tasks.model import Cluster
 from tasks.model.database import DATABASE_NAME
@@ -30,7 +30,7 @@ def install_database(cluster: Cluster) -> None:
                     running=True, enabled=True)
     # psql runs as the postgres superuser (peer authentication), through su as this run's root.
     as_postgres = {"_su_user": "postgres", "_su_shell": "/bin/sh"}
-    postgresql.role(name=f"PostgreSQL role {galaxy.user} (peer authentication, no password)", role=galaxy.user,
-                    login=True, **as_postgres)
-    postgresql.database(name=f"PostgreSQL database {DATABASE_NAME} owned by {galaxy.user}", database=DATABASE_NAME,
-                        owner=galaxy.user, encoding="UTF8", template="template0", **as_postgres)
+    postgres.role(name=f"PostgreSQL role {galaxy.user} (peer authentication, no password)", role=galaxy.user,
+                  login=True, **as_postgres)
+    postgres.database(name=f"PostgreSQL database {DATABASE_NAME} owned by {galaxy.user}", database=DATABASE_NAME,
+                      owner=galaxy.user, encoding="UTF8", template="template0", **as_postgres)
