@@ -58,6 +58,7 @@ def current_cluster() -> Cluster:
             raise PyinfraError(str(ClusterConfigError(problems)))
     for warning in cluster.warnings:
         logger.warning(warning)
+    logger.info(cluster.memory.summary())
     return cluster
 
 

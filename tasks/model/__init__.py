@@ -3,6 +3,7 @@
 - settings.py: every setting, declared once (name, scope, default, meaning)
 - hosts.py: inventory hosts, their facts and roles
 - slurm.py: nodes, partitions, scheduling, the munge key
+- memory.py: memory scheduled (DefMemPerCPU), kept back per node, enforced (cgroups or OverMemoryKill)
 - galaxy.py: the Galaxy server, its destinations, slurm-drmaa, jobs in flight
 - jobconf.py: job_conf.xml built from the Galaxy model and checked as Galaxy needs it
 - cluster.py: `build_cluster`, which checks everything and builds the `Cluster`

@@ -18,7 +18,6 @@ from typing import Any
 
 from tasks.model.hosts import CONTROLLER_GROUP, ClusterHost, InventoryHost
 from tasks.model.problems import check_name
-from tasks.platform import jobacct_gather_type
 
 DBD_GROUP = "slurm_dbd"
 DBD_PORT = 6819  # slurmdbd's default DbdPort
@@ -38,7 +37,6 @@ class Accounting:
     storage_user: str
     storage_loc: str  # the database
     storage_pass_file: str | None  # None: a password made once and kept in slurmdbd.conf
-    jobacct_gather_type: str
     dbd_port: int = DBD_PORT
 
     @property
@@ -61,7 +59,7 @@ def read_password_file(path: str) -> str:
 
 
 def accounting_from(config: Mapping[str, Any], hosts: list[InventoryHost], cluster_hosts: list[ClusterHost],
-                    proctrack_type: str, problems: list[str]) -> Accounting | None:
+                    problems: list[str]) -> Accounting | None:
     """The cluster's accounting (None when `slurm_accounting` is off), its problems appended."""
     enabled = config["slurm_accounting"]
     if not isinstance(enabled, bool):
@@ -105,7 +103,6 @@ def accounting_from(config: Mapping[str, Any], hosts: list[InventoryHost], clust
         storage_user=user,
         storage_loc=loc,
         storage_pass_file=None if pass_file is None else str(pass_file),
-        jobacct_gather_type=jobacct_gather_type(proctrack_type),
     )
 
 

@@ -22,13 +22,14 @@ from tasks.model.galaxy import (
 )
 from tasks.model.hosts import (
     COMPUTE_GROUP, CONTROLLER_GROUP, GALAXY_GROUP, ClusterHost, InventoryHost, check_versions, cluster_host,
-    platform_or_none,
+    node_name, platform_or_none,
 )
 from tasks.model.problems import ClusterConfigError, check_name, check_unique
+from tasks.model.memory import CGROUP_MEMORY_CONF, MemoryPolicy, NodeMemory, memory_policy, reserve_problems
 from tasks.model.slurm import (
     Node, Partition, check_munge_key_file, node_from, partitions_from, select_type_from, select_type_parameters_from,
 )
-from tasks.platform import Platform, choose_cgroup
+from tasks.platform import Platform, choose_cgroup, jobacct_gather_type
 
 @dataclass(frozen=True)
 class Cluster:
@@ -41,6 +42,8 @@ class Cluster:
     proctrack_type: str
     task_plugin: str
     cgroup_conf: Mapping[str, str] | None
+    job_acct_gather_type: str  # samples jobs' use (sstat, sacct's MaxRSS) and, without cgroups, enforces memory
+    memory: MemoryPolicy
     return_to_service: int
     config_extra: Mapping[str, str]
     manage_etc_hosts: bool
@@ -129,7 +132,11 @@ def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any],
     check_unique([h.node_name for h in cluster_hosts], "host name (uname -n)", problems,
                   fix="give each host a unique hostname")
 
-    nodes = tuple(n for n in (node_from(h, problems, warnings, known_nodes or {}) for h in computes) if n is not None)
+    reserve_wrong = reserve_problems(config["slurm_memory_reserved"])
+    problems.extend(reserve_wrong)
+    reserve = 0 if reserve_wrong else config["slurm_memory_reserved"]
+    nodes = tuple(n for n in (node_from(h, problems, warnings, known_nodes or {}, reserve,
+                                        runs_galaxy=h in galaxy_hosts) for h in computes) if n is not None)
     node_names = [n.name for n in nodes]
     partitions = partitions_from(config["slurm_partitions"], node_names, problems)
     select_type = select_type_from(config["slurm_select_type"], problems, warnings)
@@ -147,8 +154,23 @@ def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any],
     task_plugin = config["slurm_task_plugin"] or cgroup.task_plugin
     uses_cgroup = "cgroup" in proctrack or "cgroup" in task_plugin
     cgroup_conf = (cgroup.cgroup_conf or {"CgroupPlugin": "autodetect"}) if uses_cgroup else None
+    # Only task/cgroup applies cgroup.conf's Constrain* lines (cgroup.conf(5)).
+    cgroup_constrains = cgroup_conf is not None and "task/cgroup" in task_plugin
+    if cgroup_constrains:
+        cgroup_conf = {**cgroup_conf, **CGROUP_MEMORY_CONF}
+    extra = config["slurm_config_extra"]
+    if not isinstance(extra, Mapping):
+        problems.append("slurm_config_extra: must be a mapping of slurm.conf keys to values, e.g. {'MaxJobCount': 10000}")
+        extra = {}
+    nodes_by_name = {n.name: n for n in nodes}
+    node_memory = {node_name(h): NodeMemory(h.facts.memory_mb, h.facts.memory_mb - nodes_by_name[node_name(h)].real_memory,
+                                            "real_memory" in (h.data.get("slurm_node") or {}))
+                   for h in computes if h.facts is not None and node_name(h) in nodes_by_name}
+    memory = memory_policy(select_params, config["slurm_def_mem_per_cpu"],
+                           [(n.name, n.cpus, n.real_memory) for n in nodes], node_memory, cgroup_constrains,
+                           extra, problems, warnings)
 
-    accounting = accounting_from(config, hosts, cluster_hosts, proctrack, problems)
+    accounting = accounting_from(config, hosts, cluster_hosts, problems)
     galaxy = galaxy_from(hosts, cluster_hosts, config["deploy_galaxy"], problems)
     if galaxy and not any(p.startswith(("galaxy_handlers", "galaxy_job_workers")) for p in problems):
         # The job_conf.xml Galaxy would get, checked as Galaxy needs it.
@@ -159,11 +181,6 @@ def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any],
             problems.extend(handler_removal_problems(galaxy.handler_names, galaxy_jobs))
         problems.extend(database_switch_problems(galaxy.database, galaxy_database_now))
         galaxy = with_database_now(galaxy, galaxy_database_now)
-
-    extra = config["slurm_config_extra"]
-    if not isinstance(extra, Mapping):
-        problems.append("slurm_config_extra: must be a mapping of slurm.conf keys to values, e.g. {'MaxJobCount': 10000}")
-        extra = {}
 
     if problems:
         raise ClusterConfigError(problems)
@@ -177,6 +194,8 @@ def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any],
         proctrack_type=proctrack,
         task_plugin=task_plugin,
         cgroup_conf=cgroup_conf,
+        job_acct_gather_type=jobacct_gather_type(proctrack),
+        memory=memory,
         return_to_service=int(config["slurm_return_to_service"]),
         config_extra={str(k): str(v) for k, v in extra.items()},
         manage_etc_hosts=bool(config["manage_etc_hosts"]),

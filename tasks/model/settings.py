@@ -48,7 +48,18 @@ SETTINGS: tuple[Setting, ...] = (
             "one partition `debug`, all nodes, default"),
     Setting("slurm_select_type", CLUSTER, "select/cons_tres",
             "`SelectType`; `select/cons_res` (gone in Slurm 23.11) is mapped to `select/cons_tres` with a warning"),
-    Setting("slurm_select_type_parameters", CLUSTER, "CR_CPU", "`SelectTypeParameters`: one of `CR_CPU`, `CR_Core`, ... with modifiers"),
+    Setting("slurm_select_type_parameters", CLUSTER, "CR_CPU_Memory",
+            "`SelectTypeParameters`: one of `CR_CPU_Memory`, `CR_Core_Memory`, `CR_CPU`, ... with modifiers; "
+            "a `_Memory` base schedules memory as well as CPUs"),
+    Setting("slurm_def_mem_per_cpu", CLUSTER, None,
+            "`DefMemPerCPU` (MB): the memory a job that asks for none gets per CPU, with memory scheduled; "
+            "None: the smallest node's `RealMemory` / CPUs, so such jobs can use every CPU",
+            "smallest node's RealMemory / CPUs"),
+    Setting("slurm_memory_reserved", CLUSTER, None,
+            "MB each compute node keeps back from jobs for the system and daemons (`RealMemory` = MemTotal - this); "
+            "None: 5 % of the node's memory, at least 512 MB, and on a node that also runs Galaxy half of the rest "
+            "too; a node's `slurm_node.real_memory` wins",
+            "5 %, at least 512 MB (Galaxy host: + half the rest)"),
     Setting("slurm_proctrack_type", CLUSTER, None,
             "`ProctrackType`; None: `proctrack/cgroup` when every host has writable cgroups, else `proctrack/linuxproc`",
             "chosen from the hosts' cgroups"),

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tasks.model.hosts import InventoryHost, node_name
+from tasks.model.memory import default_reserve_mb
 from tasks.model.problems import check_name, check_unique
 
 NODE_OVERRIDE_KEYS = ("cpus", "sockets", "cores_per_socket", "threads_per_core", "real_memory")
@@ -42,8 +43,14 @@ class Partition:
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
-def node_from(host: InventoryHost, problems: list[str], warnings: list[str], known_nodes: Mapping[str, Node]) -> Node | None:
-    """A compute node from its detected hardware, with the inventory's overrides applied."""
+def node_from(host: InventoryHost, problems: list[str], warnings: list[str], known_nodes: Mapping[str, Node],
+              reserve_mb: int | None = None, runs_galaxy: bool = False) -> Node | None:
+    """A compute node from its detected hardware, with the inventory's overrides applied.
+
+    Its RealMemory is the host's memory less what it keeps back for the system and the
+    daemons (`reserve_mb`, None: tasks.model.memory's default), unless slurm_node.real_memory
+    gives it.
+    """
     facts = host.facts
     if facts is None:
         known = known_nodes.get(node_name(host))
@@ -76,6 +83,13 @@ def node_from(host: InventoryHost, problems: list[str], warnings: list[str], kno
             )
         else:
             values[key] = value
+    if "real_memory" not in overrides:
+        reserve = default_reserve_mb(facts.memory_mb, runs_galaxy) if reserve_mb is None else reserve_mb
+        values["real_memory"] = facts.memory_mb - reserve
+        if values["real_memory"] <= 0:
+            problems.append(
+                f"host {host.name}: has {facts.memory_mb} MB and keeps {reserve} MB back for the system, which leaves "
+                f"nothing for jobs; give it slurm_node.real_memory (MB for jobs) or a smaller slurm_memory_reserved")
     if "cpus" in overrides and not any(k in overrides for k in ("sockets", "cores_per_socket", "threads_per_core")):
         # A smaller CPU count alone: describe it as one socket of single-thread cores.
         values.update(sockets=1, cores_per_socket=values["cpus"], threads_per_core=1)

@@ -33,18 +33,20 @@ def test_on_by_default_on_the_controller_with_local_mariadb(hosts):
     assert accounting.dbd_host.inventory_name == "head" and accounting.local_database
     assert (accounting.storage_address, accounting.storage_port, accounting.storage_user, accounting.storage_loc) \
         == ("localhost", 3306, "slurm", "slurm_acct_db")
-    assert accounting.jobacct_gather_type == "jobacct_gather/linux"  # read-only cgroups: linuxproc
+    assert build_cluster(hosts, {}).job_acct_gather_type == "jobacct_gather/linux"  # read-only cgroups: linuxproc
 
 
 def test_cgroup_process_tracking_gathers_through_cgroup():
-    assert build_cluster(small_cluster(cgroup="v2"), {}).accounting.jobacct_gather_type == "jobacct_gather/cgroup"
+    assert build_cluster(small_cluster(cgroup="v2"), {}).job_acct_gather_type == "jobacct_gather/cgroup"
 
 
 def test_off(hosts):
     cluster = build_cluster(hosts, {"slurm_accounting": False})
     assert cluster.accounting is None
     conf = settings_of(render_slurm_conf(cluster))
-    assert conf["JobAcctGatherType"] == ["jobacct_gather/none"] and "AccountingStorageType" not in conf
+    # jobs are still sampled without accounting: sstat, and memory enforcement without cgroups
+    assert conf["JobAcctGatherType"] == ["jobacct_gather/linux"] and "AccountingStorageType" not in conf
+    assert conf["JobAcctGatherParams"] == ["OverMemoryKill"]
 
 
 def test_slurm_conf_points_at_slurmdbd(hosts):

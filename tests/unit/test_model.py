@@ -24,14 +24,15 @@ def test_valid_cluster_has_roles_nodes_and_default_partition(hosts):
     assert [h.inventory_name for h in cluster.galaxy_hosts] == ["head"]
     (partition,) = cluster.partitions
     assert (partition.name, partition.nodes, partition.default) == ("debug", ("c1", "c2"), True)
-    assert (cluster.select_type, cluster.select_type_parameters) == ("select/cons_tres", "CR_CPU")
+    assert (cluster.select_type, cluster.select_type_parameters) == ("select/cons_tres", "CR_CPU_Memory")
     assert cluster.platform.slurm == "22.05" and cluster.platform.config_dir == "/etc/slurm"
 
 
 def test_node_takes_detected_hardware():
     hosts = [inventory_host("head", "slurm_controller", "slurm_compute", cpus=16, sockets=2, threads=2, memory_mb=64000)]
     (node,) = build_cluster(hosts, {"deploy_galaxy": False}).nodes
-    assert (node.cpus, node.sockets, node.cores_per_socket, node.threads_per_core, node.real_memory) == (16, 2, 4, 2, 64000)
+    # RealMemory: what the host has less 5 % kept back for the system and daemons
+    assert (node.cpus, node.sockets, node.cores_per_socket, node.threads_per_core, node.real_memory) == (16, 2, 4, 2, 60800)
 
 
 def test_node_overrides_within_detected_values():
@@ -188,7 +189,7 @@ def test_read_only_cgroups_anywhere_use_linuxproc():
 def test_inventory_overrides_plugin_choice(hosts):
     cluster = build_cluster(hosts, {"slurm_proctrack_type": "proctrack/cgroup", "slurm_task_plugin": "task/cgroup"})
     assert (cluster.proctrack_type, cluster.task_plugin) == ("proctrack/cgroup", "task/cgroup")
-    assert cluster.cgroup_conf == {"CgroupPlugin": "autodetect"}
+    assert cluster.cgroup_conf == {"CgroupPlugin": "autodetect", "ConstrainRAMSpace": "yes", "ConstrainSwapSpace": "yes"}
 
 
 def test_all_problems_reported_at_once():

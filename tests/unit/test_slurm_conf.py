@@ -24,9 +24,11 @@ def test_one_node():
     text = render_slurm_conf(build_cluster(hosts, {"slurm_cluster_name": "lab", "deploy_galaxy": False}))
     conf = settings_of(text)
     assert conf["ClusterName"] == ["lab"] and conf["SlurmctldHost"] == ["head"]
-    assert conf["SelectType"] == ["select/cons_tres"] and conf["SelectTypeParameters"] == ["CR_CPU"]
+    assert conf["SelectType"] == ["select/cons_tres"] and conf["SelectTypeParameters"] == ["CR_CPU_Memory"]
+    # 512 MB kept back (5 % of 2000 is less); a job asking for no memory gets the node's memory per CPU
+    assert conf["DefMemPerCPU"] == ["744"]
     assert conf["SlurmUser"] == ["slurm"] and conf["AuthType"] == ["auth/munge"]
-    assert "NodeName=head CPUs=2 Sockets=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=2000 State=UNKNOWN" in text
+    assert "NodeName=head CPUs=2 Sockets=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=1488 State=UNKNOWN" in text
     assert "PartitionName=debug Nodes=head Default=YES MaxTime=INFINITE State=UP" in text
     # every key once (NodeName/PartitionName lines aside)
     assert all(len(v) == 1 for k, v in conf.items() if k not in ("NodeName", "PartitionName"))
@@ -50,14 +52,16 @@ def test_eight_heterogeneous_nodes_and_partitions():
     text = render_slurm_conf(build_cluster(hosts, {"slurm_partitions": partitions, "slurm_config_extra": {"MaxJobCount": 5000}}))
     conf = settings_of(text)
     assert len(conf["NodeName"]) == 8
-    assert "n0 CPUs=2 Sockets=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=4000 State=UNKNOWN" in conf["NodeName"]
-    assert "n3 CPUs=16 Sockets=2 CoresPerSocket=4 ThreadsPerCore=2 RealMemory=64000 State=UNKNOWN" in conf["NodeName"]
+    # 5 % kept back, at least 512 MB; n7's RealMemory is given
+    assert "n0 CPUs=2 Sockets=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=3488 State=UNKNOWN" in conf["NodeName"]
+    assert "n3 CPUs=16 Sockets=2 CoresPerSocket=4 ThreadsPerCore=2 RealMemory=60800 State=UNKNOWN" in conf["NodeName"]
     assert "n7 CPUs=16 Sockets=2 CoresPerSocket=4 ThreadsPerCore=2 RealMemory=60000 State=UNKNOWN" in conf["NodeName"]
     assert conf["PartitionName"] == [
         "small Nodes=n0,n1,n4,n5 Default=YES MaxTime=1:00:00 State=UP",
         "big Nodes=n3,n7 Default=NO MaxTime=INFINITE State=UP OverSubscribe=NO",
     ]
     assert conf["MaxJobCount"] == ["5000"]
+    assert conf["DefMemPerCPU"] == ["1744"]  # n0's 3488 MB / 2 CPUs: the smallest share
     assert "head" not in " ".join(conf["NodeName"])  # the controller is not a compute node here
 
 
