@@ -53,7 +53,9 @@ BUSY_REASONS = ("Resources", "Priority")
 SLURM_GONE_TIMEOUT = 30
 # What the report says of each destination's job.
 DESTINATION_REPORT = ("ok", "error", "slurm_job_id", "slurm_state", "node", "partition", "time_limit", "seconds_to_ok",
-                      "busy", "pending_reason")
+                      "busy", "pending_reason", "galaxy_slots", "galaxy_memory_mb", "slurm_allocation")
+# Memory units of scontrol's TRES (mem=11449M, mem=2G), in MB.
+TRES_MEMORY_UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
 # What Galaxy's destination_params API adds to a job's destination params.
 DESTINATION_FIELDS = ("Runner", "Runner Job ID", "Handler")
 POLL = 0.5  # seconds between looks at the job (the upload takes ~10 s)
@@ -171,6 +173,34 @@ def scontrol_job(job_id: str) -> dict[str, str]:
     return dict(field.split("=", 1) for field in output.split() if "=" in field)
 
 
+def slurm_allocation(slurm: dict[str, str]) -> tuple[str, int | None, int | None]:
+    """(the TRES Slurm gave a job, its CPUs, its memory in MB or None when memory is not scheduled).
+    Slurm 24.11 calls the field AllocTRES, 22.05 TRES (scontrol show job)."""
+    tres = slurm.get("AllocTRES") or slurm.get("TRES") or ""
+    fields = dict(item.split("=", 1) for item in tres.split(",") if "=" in item)
+    cpus = int(fields["cpu"]) if fields.get("cpu", "").isdigit() else None
+    memory = re.fullmatch(r"([\d.]+)([KMGT])", fields.get("mem", ""))
+    return tres, cpus, round(float(memory[1]) * TRES_MEMORY_UNITS[memory[2]]) if memory else None
+
+
+def tool_output_problem(returned: bytes, slurm: dict[str, str]) -> tuple[str | None, dict]:
+    """The verification tool's line (node=... galaxy_slots=... galaxy_memory_mb=...) against the
+    job's Slurm allocation: what Galaxy told the tool (GALAXY_SLOTS, GALAXY_MEMORY_MB, from its job
+    script) must be what Slurm gave the job; GALAXY_MEMORY_MB unset when memory is not scheduled."""
+    fields = dict(item.split("=", 1) for item in returned.decode().split() if "=" in item)
+    if "node" not in fields:
+        return f"the tool's output is not the node's line: {returned[:200]!r}", {}
+    tres, cpus, memory_mb = slurm_allocation(slurm)
+    seen = {"galaxy_slots": fields.get("galaxy_slots"), "galaxy_memory_mb": fields.get("galaxy_memory_mb"),
+            "slurm_allocation": tres}
+    expected = {"galaxy_slots": str(cpus), "galaxy_memory_mb": str(memory_mb) if memory_mb else "unset"}
+    wrong = [f"{key.upper()}={seen[key]} (Slurm gave {expected[key]})" for key in expected if seen[key] != expected[key]]
+    if wrong:
+        return (f"the tool saw {', '.join(wrong)}: Galaxy's job script does not tell its tools what Slurm allocated "
+                f"({tres})"), seen
+    return None, seen
+
+
 def slurm_gone(job_id: str) -> bool:
     return scontrol_job(job_id).get("JobState", "") in ("", "CANCELLED", "COMPLETED", "FAILED", "TIMEOUT")
 
@@ -204,10 +234,11 @@ def withdraw(galaxy: GalaxyInstance, history_id: str, job_id: str, dataset_id: s
 
 
 def follow(galaxy: GalaxyInstance, admin: GalaxyInstance, args, history_id: str, job_id: str, dataset_id: str,
-           submitted: float, expected_params: dict, destination: str, output_ok, output_wrong: str) -> dict:
+           submitted: float, expected_params: dict, destination: str, output_problem) -> dict:
     """Wait for a Galaxy job and judge it: ok through Slurm with its destination's params and an
-    output `output_ok` accepts (the dataset is then purged), or PENDING in Slurm for capacity
-    (withdrawn: a busy cluster), or why not ("error")."""
+    output `output_problem(returned, slurm job)` finds nothing wrong with (it returns the problem
+    or None, and fields for the report; the dataset is then purged), or PENDING in Slurm for
+    capacity (withdrawn: a busy cluster), or why not ("error")."""
     state, placement, pending_since, slurm, polls = "new", {}, None, {}, 0
     while time.monotonic() - submitted < args.timeout and not STOPPING:
         state = galaxy.datasets.show_dataset(dataset_id)["state"]
@@ -261,17 +292,17 @@ def follow(galaxy: GalaxyInstance, admin: GalaxyInstance, args, history_id: str,
                            f"destination {destination} ({expected_params})")
     else:
         returned = galaxy.datasets.download_dataset(dataset_id, use_default_filename=False, require_ok_state=True)
-        report["content_matches"] = output_ok(returned)
-        if args.expect_runner == "slurm":
-            slurm = scontrol_job(str(report["external_id"]))
+        slurm = scontrol_job(str(report["external_id"])) if args.expect_runner == "slurm" else {}
+        if slurm:
             report.update(slurm_job_id=slurm.get("JobId"), slurm_state=slurm.get("JobState"), node=slurm.get("NodeList"),
                           slurm_user=slurm.get("UserId", "").split("(")[0], slurm_runtime=slurm.get("RunTime"),
                           slurm_job_name=slurm.get("JobName"), partition=slurm.get("Partition"),
                           time_limit=slurm.get("TimeLimit"))
-        report["ok"] = report["content_matches"] and report.get("slurm_state", "COMPLETED") == "COMPLETED"
+        problem, seen = output_problem(returned, slurm)
+        report.update(seen, content_matches=problem is None)
+        report["ok"] = problem is None and report.get("slurm_state", "COMPLETED") == "COMPLETED"
         if not report["ok"]:
-            report["error"] = output_wrong if not report["content_matches"] \
-                else "the job did not complete through Slurm"
+            report["error"] = problem or "the job did not complete through Slurm"
         galaxy.histories.delete_dataset(history_id, dataset_id, purge=True)
     return report
 
@@ -321,8 +352,9 @@ def main() -> int:
     report.update(galaxy_job_id=job_id, dataset_id=dataset_id)
 
     report.update(follow(galaxy, admin, args, history_id, job_id, dataset_id, submitted, expected_params,
-                         args.destination, lambda returned: returned.decode() == content,
-                         "the dataset's content differs from the upload"))
+                         args.destination,
+                         lambda returned, slurm: (None if returned.decode() == content
+                                                  else "the dataset's content differs from the upload", {})))
     destinations = [{"destination": args.destination, **{k: report.get(k) for k in DESTINATION_REPORT}}]
     for destination_id, tool_id, params in json.loads(args.tool_destinations):
         if STOPPING:
@@ -331,8 +363,7 @@ def main() -> int:
         ran = galaxy.tools.run_tool(history_id, tool_id, {})
         job_id, dataset_id = ran["jobs"][0]["id"], ran["outputs"][0]["id"]
         outcome = follow(galaxy, admin, args, history_id, job_id, dataset_id, submitted, params, destination_id,
-                         lambda returned: returned.decode().startswith("node="),
-                         f"the output of {tool_id} is not the node's line")
+                         tool_output_problem)
         destinations.append({"destination": destination_id, "tool": tool_id, "galaxy_job_id": job_id,
                              **{k: outcome.get(k) for k in DESTINATION_REPORT}})
         if not outcome["ok"] and report["ok"]:

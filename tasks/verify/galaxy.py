@@ -81,7 +81,9 @@ def destination_report_lines(result: dict) -> list[str]:
                          "is full, Galaxy reaches Slurm; withdrawn")
         else:
             lines.append(f"destination {job['destination']}: {where} on {job.get('node')}, partition {job.get('partition')}, "
-                         f"time limit {job.get('time_limit')}: {job.get('slurm_state')}, dataset ok in {job.get('seconds_to_ok')} s")
+                         f"time limit {job.get('time_limit')}, GALAXY_SLOTS={job.get('galaxy_slots')} "
+                         f"GALAXY_MEMORY_MB={job.get('galaxy_memory_mb')} (Slurm gave {job.get('slurm_allocation')}): "
+                         f"{job.get('slurm_state')}, dataset ok in {job.get('seconds_to_ok')} s")
     return lines
 
 

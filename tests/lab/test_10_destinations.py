@@ -86,8 +86,10 @@ def test_job_conf_failing_verification_is_rolled_back(galaxy_jobs, galaxy_host, 
 @ON_DEBIAN_12_ONLY
 def test_every_slurm_destination_runs_a_job(galaxy_jobs, galaxy_host, deploy):
     """Two Slurm destinations: the upload goes to the default, the verification's own tool to the other;
-    the report names both, each job COMPLETED in Slurm with its destination's partition and time limit."""
-    short = {"id": "short-jobs", "runner": "slurm", "native_specification": "--partition=short --time=0:04"}
+    the report names both, each job COMPLETED in Slurm with its destination's partition and time limit;
+    the tool saw in GALAXY_SLOTS and GALAXY_MEMORY_MB the CPUs and memory its destination asked of Slurm."""
+    short = {"id": "short-jobs", "runner": "slurm",
+             "native_specification": "--partition=short --time=0:04 --cpus-per-task=2 --mem=700"}
     args = galaxy_jobs.deploy_args(slurm_partitions=[DEFAULT_PARTITION, SHORT_PARTITION],
                                    galaxy_destinations=[SLURM, short, LOCAL])
     run = deploy(*args)
@@ -96,7 +98,8 @@ def test_every_slurm_destination_runs_a_job(galaxy_jobs, galaxy_host, deploy):
     assert re.search(r"Galaxy job \w+ \(destination slurm, runner slurm, handler handler\d\) = Slurm job \d+ .* on \S+-c\d "
                      r"as galaxy: COMPLETED", run.log), run.log[-4000:]
     line = re.search(r"destination short-jobs: Galaxy job \w+ \(tool pgs_verify_short_jobs\) = Slurm job (\d+) on \S+-c\d, "
-                     r"partition short, time limit 00:04:00: COMPLETED, dataset ok in ([\d.]+) s", run.log)
+                     r"partition short, time limit 00:04:00, GALAXY_SLOTS=2 GALAXY_MEMORY_MB=700 "
+                     r"\(Slurm gave cpu=2,mem=700M,node=1,billing=2\): COMPLETED, dataset ok in ([\d.]+) s", run.log)
     assert line, run.log[-4000:]
     assert '<tool id="pgs_verify_short_jobs" destination="short-jobs"/>' in galaxy_host.file(JOB_CONF).content_string
     rerun = deploy(*args)

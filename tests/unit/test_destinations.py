@@ -6,6 +6,9 @@ The sbatch outputs below are Slurm 24.11's, copied from the lab (Debian 13):
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import yaml
 from lxml import etree
@@ -153,7 +156,39 @@ def test_report_names_every_destination():
     result = {"destinations": [
         {"destination": "slurm", "ok": True},
         {"destination": "short-jobs", "tool": "pgs_verify_short_jobs", "galaxy_job_id": "f2", "slurm_job_id": "12",
-         "node": "c2", "partition": "short", "time_limit": "00:04:00", "slurm_state": "COMPLETED", "seconds_to_ok": 9.5}]}
+         "node": "c2", "partition": "short", "time_limit": "00:04:00", "slurm_state": "COMPLETED", "seconds_to_ok": 9.5,
+         "galaxy_slots": "2", "galaxy_memory_mb": "700", "slurm_allocation": "cpu=2,mem=700M,node=1,billing=2"}]}
     assert destination_report_lines(result) == [
         "destination short-jobs: Galaxy job f2 (tool pgs_verify_short_jobs) = Slurm job 12 on c2, partition short, "
-        "time limit 00:04:00: COMPLETED, dataset ok in 9.5 s"]
+        "time limit 00:04:00, GALAXY_SLOTS=2 GALAXY_MEMORY_MB=700 (Slurm gave cpu=2,mem=700M,node=1,billing=2): "
+        "COMPLETED, dataset ok in 9.5 s"]
+
+
+def galaxy_verify_script():
+    """files/galaxy-verify.py as a module (it runs on the Galaxy host; its pure parts are tested here)."""
+    path = Path(__file__).resolve().parents[2] / "files" / "galaxy-verify.py"
+    spec = importlib.util.spec_from_file_location("galaxy_verify", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("slurm", "allocation"), [
+    ({"AllocTRES": "cpu=2,mem=700M,node=1,billing=2"}, ("cpu=2,mem=700M,node=1,billing=2", 2, 700)),  # Slurm 24.11
+    ({"TRES": "cpu=1,mem=11449M,node=1,billing=1"}, ("cpu=1,mem=11449M,node=1,billing=1", 1, 11449)),  # Slurm 22.05
+    ({"AllocTRES": "cpu=4,mem=2G,node=1"}, ("cpu=4,mem=2G,node=1", 4, 2048)),
+    ({"AllocTRES": "cpu=1,node=1,billing=1"}, ("cpu=1,node=1,billing=1", 1, None)),  # memory not scheduled (CR_CPU)
+])
+def test_slurm_allocation_from_scontrol(slurm, allocation):
+    assert galaxy_verify_script().slurm_allocation(slurm) == allocation
+
+
+def test_tool_sees_what_slurm_allocated():
+    check = galaxy_verify_script().tool_output_problem
+    line = b"node=c1 slurm_job=7 partition=debug galaxy_slots=2 galaxy_memory_mb=700\n"
+    assert check(line, {"AllocTRES": "cpu=2,mem=700M,node=1"}) == (
+        None, {"galaxy_slots": "2", "galaxy_memory_mb": "700", "slurm_allocation": "cpu=2,mem=700M,node=1"})
+    problem, _ = check(line.replace(b"=700", b"=unset"), {"AllocTRES": "cpu=2,mem=700M,node=1"})
+    assert problem.startswith("the tool saw GALAXY_MEMORY_MB=unset (Slurm gave 700)")
+    assert check(line.replace(b"=700", b"=unset"), {"AllocTRES": "cpu=2,node=1"})[0] is None
+    assert check(b"oops", {})[0].startswith("the tool's output is not the node's line")
