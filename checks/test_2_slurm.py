@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from checks.cluster import listening_tcp_ports, odd_ones_out
+from tasks.model.slurm import parse_slurmd_gres, parse_slurmd_hardware
 from tasks.packages import packages_for
 from tasks.slurm_status import parse_sinfo_nodes
 
@@ -109,3 +110,20 @@ def test_node_healthy(compute_host, cluster, sinfo_nodes, controller):
         reason = controller.host.run(f"sinfo --noheader --Node --nodes={name} --format='%E'").stdout.strip()
         pytest.fail(f"node {node.describe()} is {node.health}" + (f": {reason}" if reason and reason != "none" else ""),
                     pytrace=False)
+
+
+def test_node_has_what_slurm_conf_gives_it(compute_host, cluster):
+    """slurmd finds at least the CPUs, memory and GRES slurm.conf gives the node (slurmd -C, slurmd -G);
+    a node offered more than it has is drained by slurmctld when it registers"""
+    name = cluster.host(compute_host.name).node_name
+    node = next((n for n in cluster.nodes if n.name == name), None)
+    assert node is not None, f"node {name} is not in the deploy's slurm.conf"
+    found = parse_slurmd_hardware(compute_host.host.check_output("slurmd -C"))
+    assert found, f"slurmd -C on {compute_host.name} printed no NodeName line"
+    problems = [f"{key} {getattr(node, key)} in slurm.conf, slurmd finds {found[key]}"
+                for key in ("cpus", "real_memory") if getattr(node, key) > found[key]]
+    if node.gres:
+        offered = {(g.name, g.type): g.count for g in parse_slurmd_gres(compute_host.host.run("slurmd -G 2>&1").stdout)}
+        problems += [f"Gres {g.spec} in slurm.conf, slurmd finds {offered.get((g.name, g.type), 0)}"
+                     for g in node.gres if offered.get((g.name, g.type), 0) < g.count]
+    assert not problems, f"{compute_host.name}: " + "; ".join(problems)

@@ -118,6 +118,7 @@ NODES_ADDED_OR_REMOVED = "NodeName (nodes added or removed)"
 NODE_ATTRIBUTES = "NodeName (a node's attributes)"
 PARTITIONS = "PartitionName"
 CGROUP_CONF = "cgroup.conf"
+GRES_CONF = "gres.conf"
 
 # What `scontrol reconfigure` cannot change on any release: the daemons' listening
 # ports and authentication (scontrol(1) 24.11: "will not be able to change the daemons'

@@ -32,7 +32,7 @@ from tasks.common import project_file, render
 from tasks.model import Cluster
 from tasks.operations import config_absent, config_file, restart_checked
 from tasks.packages import first_install, packages_at_once, packages_for
-from tasks.platform import ACCOUNTING_STORAGE_TYPE, PATHS
+from tasks.platform import ACCOUNTING_STORAGE_TYPE, CGROUP_CONF, GRES_CONF, PATHS
 from tasks.slurm_rollout import (
     APPLIED_MARK, SLURMCTLD_UP, Rollout, Written, controller_apply, decide_how_to_apply, oldest_platform,
     reconfigure_checked, rejected_change_report, roll_back_slurm_config, slurmd_restart_arguments,
@@ -50,13 +50,17 @@ def render_cgroup_conf(cluster: Cluster) -> str | None:
     return render("cgroup.conf.j2", cluster=cluster) if cluster.cgroup_conf else None
 
 
+def render_gres_conf(cluster: Cluster) -> str | None:
+    return render("gres.conf.j2", cluster=cluster) if cluster.gres_types else None
+
+
 @deploy("Slurm")
 def install_slurm(cluster: Cluster) -> None:
     me = cluster.host(host.name)
     is_controller = "controller" in me.roles
     is_compute = "compute" in me.roles
     config_dir = me.platform.config_dir
-    written = Written([f"{config_dir}/slurm.conf", f"{config_dir}/cgroup.conf"])
+    written = Written([f"{config_dir}/slurm.conf", f"{config_dir}/cgroup.conf", f"{config_dir}/gres.conf"])
     # A first install: every host in the controller's wave, its slurmd checked beside slurmctld.
     fresh = first_install(cluster)
     installed = packages_at_once(cluster)  # the stack's packages came in one apt run (tasks.packages)
@@ -92,7 +96,9 @@ def install_slurm(cluster: Cluster) -> None:
         platform=oldest_platform(cluster),
         new_conf=render_slurm_conf(cluster),
         slurm_conf=written.paths[0],
-        cgroup_changed=lambda: written.metas[1].did_change(),  # the controller's cgroup.conf
+        # the controller's cgroup.conf and gres.conf
+        files_changed=lambda: [key for key, meta in ((CGROUP_CONF, written.metas[1]), (GRES_CONF, written.metas[2]))
+                               if meta.did_change()],
         _if=lambda: is_controller and written.changed(),
     )
     # slurmctld takes it first (a restart, or `scontrol reconfigure` while the other hosts
@@ -164,7 +170,7 @@ def resume_stopped_nodes(node_names: list[str]):
 
 
 def _configuration(cluster: Cluster, config_dir: str, when: str, condition, written: Written) -> None:
-    """slurm.conf and cgroup.conf (or none) for this host, added to `written`."""
+    """slurm.conf, cgroup.conf and gres.conf (or none) for this host, added to `written`."""
     slurm_conf = config_file(
         name=f"slurm.conf (identical on every host) {when}",
         content=render_slurm_conf(cluster),
@@ -178,7 +184,14 @@ def _configuration(cluster: Cluster, config_dir: str, when: str, condition, writ
         else config_absent(name=f"No cgroup.conf (cgroup plugins unused) {when}", path=f"{config_dir}/cgroup.conf",
                            _if=condition)
     )
-    written.metas.extend([slurm_conf, cgroup_conf])
+    gres_text = render_gres_conf(cluster)
+    gres_conf = (
+        config_file(name=f"gres.conf {when}", content=gres_text, dest=f"{config_dir}/gres.conf", _if=condition)
+        if gres_text
+        else config_absent(name=f"No gres.conf (no node has GRES) {when}", path=f"{config_dir}/gres.conf",
+                           _if=condition)
+    )
+    written.metas.extend([slurm_conf, cgroup_conf, gres_conf])
 
 
 def _owned_dir(name: str, path: str, _if) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 import shlex
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pyinfra import host
@@ -37,7 +38,7 @@ from pyinfra.api.operation import OperationMeta
 from tasks.checks import report
 from tasks.model import Cluster
 from tasks.operations import backup_of, fail, restore_commands, run, wait_until
-from tasks.platform import ACCOUNTING_STORAGE_TYPE, CGROUP_CONF, NODE_ATTRIBUTES, NODES_ADDED_OR_REMOVED, PARTITIONS, PATHS, Platform
+from tasks.platform import ACCOUNTING_STORAGE_TYPE, NODE_ATTRIBUTES, NODES_ADDED_OR_REMOVED, PARTITIONS, PATHS, Platform
 
 SLURMCTLD_ANSWERS = "scontrol ping | grep -q 'is UP'"
 SLURMCTLD_UP = f"systemctl is-active --quiet slurmctld && {SLURMCTLD_ANSWERS}"
@@ -97,8 +98,9 @@ def conf_sections(text: str) -> tuple[dict[str, str], dict[str, str], dict[str, 
     return settings, nodes, partitions
 
 
-def changed_settings(old: str, new: str, cgroup_changed: bool) -> frozenset[str]:
-    """What differs between two slurm.conf texts, as `Platform.how_to_apply` takes it."""
+def changed_settings(old: str, new: str, files_changed: Iterable[str] = ()) -> frozenset[str]:
+    """What differs between two slurm.conf texts, as `Platform.how_to_apply` takes it, with the
+    other files that changed (CGROUP_CONF, GRES_CONF)."""
     old_settings, old_nodes, old_parts = conf_sections(old)
     new_settings, new_nodes, new_parts = conf_sections(new)
     lower_old = {k.lower(): v for k, v in old_settings.items()}
@@ -111,8 +113,7 @@ def changed_settings(old: str, new: str, cgroup_changed: bool) -> frozenset[str]
         changed.add(NODE_ATTRIBUTES)
     if old_parts != new_parts:
         changed.add(PARTITIONS)
-    if cgroup_changed:
-        changed.add(CGROUP_CONF)
+    changed.update(files_changed)
     return frozenset(changed)
 
 
@@ -123,7 +124,8 @@ def oldest_platform(cluster: Cluster) -> Platform:
 
 @dataclass
 class Written:
-    """This host's configuration operations: slurm.conf, and cgroup.conf or its removal."""
+    """This host's configuration operations: slurm.conf, then cgroup.conf and gres.conf (or their
+    removal), for each wave of `_configuration` (tasks/slurm.py)."""
 
     paths: list[str]
     metas: list[OperationMeta] = field(default_factory=list)
@@ -147,17 +149,17 @@ def started_after(daemon: str, configs: list[str]) -> str:
 
 
 @operation(is_idempotent=False)
-def decide_how_to_apply(platform: Platform, new_conf: str, slurm_conf: str, cgroup_changed):
+def decide_how_to_apply(platform: Platform, new_conf: str, slurm_conf: str, files_changed):
     """Set `Rollout.method` from the controller's previous slurm.conf (this run's backup)
     and the new one. No previous file: a first install, its daemons start with it."""
     if not host.state.is_executing:
         return
     Rollout.controller_changed = True
     has_old, old_conf = run(f"cat {shlex.quote(backup_of(slurm_conf))}")
-    if not has_old and not cgroup_changed():
+    if not has_old and not files_changed():
         Rollout.method, Rollout.why = "restart", ["first configuration"]
     else:
-        changed = changed_settings(old_conf if has_old else new_conf, new_conf, cgroup_changed())
+        changed = changed_settings(old_conf if has_old else new_conf, new_conf, files_changed())
         Rollout.method, Rollout.why = platform.how_to_apply(changed)
         Rollout.changed = sorted(changed)
         Rollout.joins_accounting = "AccountingStorageType" in changed and f"={ACCOUNTING_STORAGE_TYPE}" in new_conf
@@ -263,7 +265,7 @@ def reconfigure_checked(cluster: Cluster, platform: Platform):
 
 @operation(is_idempotent=False)
 def roll_back_slurm_config(written: Written, daemons: list[str]):
-    """Put back this run's backups of slurm.conf/cgroup.conf (or remove the ones this
+    """Put back this run's backups of slurm.conf/cgroup.conf/gres.conf (or remove the ones this
     run made), restart this host's daemons and wait until they are active."""
     if not host.state.is_executing:
         yield StringCommand("true  # roll back, decided at execution")
@@ -311,7 +313,7 @@ def rejected_change_report(written: Written):
     logs = "\n".join(f"--- {name} ---\n{log}" for name, log in sorted(Rollout.rejected_by.items()))
     message = (f"the new Slurm configuration was rejected by {rejected} after {Rollout.method} "
                f"(changed: {', '.join(Rollout.changed or Rollout.why)}); rolled back on every host that had it:\n{restored}\n"
-               f"Every host has its previous slurm.conf/cgroup.conf again. Fix the inventory and re-run. "
+               f"Every host has its previous slurm.conf/cgroup.conf/gres.conf again. Fix the inventory and re-run. "
                f"Log of the rejecting daemon{'s' if len(Rollout.rejected_by) > 1 else ''}:\n{logs}")
     yield fail(message)
 

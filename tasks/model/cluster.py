@@ -27,8 +27,10 @@ from tasks.model.hosts import (
 from tasks.model.problems import ClusterConfigError, check_name, check_unique
 from tasks.model.memory import CGROUP_MEMORY_CONF, MemoryPolicy, NodeMemory, memory_policy, reserve_problems
 from tasks.model.slurm import (
-    Node, Partition, check_munge_key_file, node_from, partitions_from, select_type_from, select_type_parameters_from,
+    Node, Partition, check_munge_key_file, gres_request_problems, gres_requests, node_from, partitions_from,
+    select_type_from, select_type_parameters_from,
 )
+from tasks.native_specification import sbatch_arguments
 from tasks.platform import Platform, choose_cgroup, jobacct_gather_type
 
 @dataclass(frozen=True)
@@ -53,6 +55,11 @@ class Cluster:
     verify_galaxy_job: bool = True
     accounting: Accounting | None = None  # None: slurm_accounting is off
     warnings: tuple[str, ...] = ()
+
+    @property
+    def gres_types(self) -> list[str]:
+        """slurm.conf's GresTypes: every GRES name a node offers."""
+        return sorted({g.name for node in self.nodes for g in node.gres})
 
     @property
     def controller(self) -> ClusterHost:
@@ -158,6 +165,8 @@ def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any],
     cgroup_constrains = cgroup_conf is not None and "task/cgroup" in task_plugin
     if cgroup_constrains:
         cgroup_conf = {**cgroup_conf, **CGROUP_MEMORY_CONF}
+        if any(g.file for node in nodes for g in node.gres):
+            cgroup_conf["ConstrainDevices"] = "yes"  # a job sees only the GPUs (device files) it was given
     extra = config["slurm_config_extra"]
     if not isinstance(extra, Mapping):
         problems.append("slurm_config_extra: must be a mapping of slurm.conf keys to values, e.g. {'MaxJobCount': 10000}")
@@ -176,6 +185,10 @@ def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any],
         # The job_conf.xml Galaxy would get, checked as Galaxy needs it.
         problems.extend(f"galaxy_destinations: {p}" for p in check_job_conf(build_job_conf(galaxy)))
     if galaxy is not None:
+        for index, destination in enumerate(galaxy.destinations):
+            requests = gres_requests(sbatch_arguments(destination.native_specification, galaxy.job_runner))
+            problems.extend(f"galaxy_destinations[{index}].native_specification ({destination.id}): {problem}"
+                            for problem in gres_request_problems(requests, nodes))
         problems.extend(runner_switch_problems(galaxy.job_runner, galaxy_jobs))
         if isinstance(galaxy.handlers, int):
             problems.extend(handler_removal_problems(galaxy.handler_names, galaxy_jobs))

@@ -133,7 +133,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cluster_address", HOST, None, "the address other cluster hosts reach this one on (for `/etc/hosts`)",
             "the SSH address"),
     Setting("slurm_node", HOST, {}, "node overrides: `cpus`, `sockets`, `cores_per_socket`, `threads_per_core`, "
-            "`real_memory` (MB), each at most what the host has", "detected"),
+            "`real_memory` (MB), each at most what the host has; `gres`: its GPUs and other generic resources, "
+            "a list of `{name, count, type, file}` (e.g. `{\"name\": \"gpu\", \"type\": \"a100\", \"count\": 2, "
+            "\"file\": \"/dev/nvidia[0-1]\"}`)", "detected"),
 )
 
 # slurm_drmaa's own keys (a mapping setting of the Galaxy host).

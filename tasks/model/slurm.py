@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,8 @@ from tasks.model.memory import default_reserve_mb
 from tasks.model.problems import check_name, check_unique
 
 NODE_OVERRIDE_KEYS = ("cpus", "sockets", "cores_per_socket", "threads_per_core", "real_memory")
+NODE_KEYS = (*NODE_OVERRIDE_KEYS, "gres")
+GRES_KEYS = ("name", "type", "count", "file")
 
 SELECT_TYPES = ("select/cons_tres", "select/cons_res", "select/linear")
 SELECT_TYPE_BASES = ("CR_CPU", "CR_Core", "CR_Socket", "CR_Memory", "CR_CPU_Memory", "CR_Core_Memory", "CR_Socket_Memory")
@@ -20,6 +23,25 @@ SELECT_TYPE_MODIFIERS = (
     "MULTIPLE_SHARING_GRES_PJ", "ENFORCE_BINDING_GRES", "ONE_TASK_PER_SHARING_GRES",
 )
 MUNGE_KEY_BYTES = (32, 1024)
+
+
+@dataclass(frozen=True)
+class Gres:
+    """A generic resource of a node, e.g. its GPUs (slurm.conf `Gres=`, gres.conf; gres.conf(5))."""
+
+    name: str  # gpu, mps, shard or a site's own name
+    count: int
+    type: str | None = None  # e.g. a100: jobs may ask for gpu:a100:1
+    file: str | None = None  # device files, e.g. /dev/nvidia[0-1]: what cgroups give a job access to
+
+    @property
+    def spec(self) -> str:
+        """slurm.conf's form: name[:type]:count."""
+        return ":".join(part for part in (self.name, self.type, str(self.count)) if part)
+
+    def gres_conf_line(self, node: str) -> str:
+        where = f"NodeName={node} Name={self.name}" + (f" Type={self.type}" if self.type else "")
+        return f"{where} File={self.file}" if self.file else f"{where} Count={self.count}"
 
 
 @dataclass(frozen=True)
@@ -32,6 +54,12 @@ class Node:
     cores_per_socket: int
     threads_per_core: int
     real_memory: int
+    gres: tuple[Gres, ...] = ()
+
+    @property
+    def gres_spec(self) -> str:
+        """slurm.conf's `Gres=` value ("" without GRES)."""
+        return ",".join(g.spec for g in self.gres)
 
 
 @dataclass(frozen=True)
@@ -68,12 +96,13 @@ def node_from(host: InventoryHost, problems: list[str], warnings: list[str], kno
         "threads_per_core": facts.threads_per_core,
         "real_memory": facts.memory_mb,
     }
-    overrides = host.data.get("slurm_node") or {}
+    overrides = dict(host.data.get("slurm_node") or {})
+    gres = gres_from(overrides.pop("gres", ()), f"host {host.name}: slurm_node.gres", problems)
     values = dict(detected)
     for key, value in overrides.items():
         where = f"host {host.name}: slurm_node.{key}"
         if key not in NODE_OVERRIDE_KEYS:
-            problems.append(f"{where}: unknown setting; use one of {', '.join(NODE_OVERRIDE_KEYS)}")
+            problems.append(f"{where}: unknown setting; use one of {', '.join(NODE_KEYS)}")
         elif isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             problems.append(f"{where}: {value!r} is not a positive whole number; give e.g. {detected[key]}")
         elif value > detected[key]:
@@ -99,7 +128,67 @@ def node_from(host: InventoryHost, problems: list[str], warnings: list[str], kno
             f"host {host.name}: slurm_node gives cpus={values['cpus']} but sockets x cores_per_socket x "
             f"threads_per_core = {topology}; make them agree"
         )
-    return Node(name=node_name(host), **values)
+    return Node(name=node_name(host), **values, gres=gres)
+
+
+def gres_from(raw: Any, where: str, problems: list[str]) -> tuple[Gres, ...]:
+    """A node's GRES from the inventory: a list of {name, count, type (optional), file (optional)}.
+    Device files are given as gres.conf takes them (`/dev/nvidia[0-1]`); with files, the count
+    must be how many they name, or slurmd refuses the node's configuration."""
+    if not isinstance(raw, (list, tuple)):
+        problems.append(f"{where}: must be a list like [{{'name': 'gpu', 'type': 'a100', 'count': 2, "
+                        "'file': '/dev/nvidia[0-1]'}]")
+        return ()
+    gres = []
+    for index, entry in enumerate(raw):
+        at = f"{where}[{index}]"
+        if not isinstance(entry, Mapping) or "name" not in entry or "count" not in entry:
+            problems.append(f"{at}: must be a mapping with at least 'name' and 'count', e.g. {{'name': 'gpu', 'count': 1}}")
+            continue
+        unknown = sorted(set(entry) - set(GRES_KEYS))
+        if unknown:
+            problems.append(f"{at}: unknown {', '.join(unknown)}; use {', '.join(GRES_KEYS)}")
+        name, kind, count, file = str(entry["name"]), entry.get("type"), entry["count"], entry.get("file")
+        check_name(name, f"{at}.name", problems)
+        if kind is not None:
+            check_name(str(kind), f"{at}.type", problems)
+        if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+            problems.append(f"{at}.count: {count!r} is not a positive whole number")
+            continue
+        if file is not None:
+            files = device_file_count(str(file))
+            if not str(file).startswith("/dev/"):
+                problems.append(f"{at}.file: {file!r} is not a device under /dev/ (e.g. /dev/nvidia[0-1])")
+            elif files != count:
+                problems.append(f"{at}: file {file} names {files} device(s) but count is {count}; make them agree "
+                                "(slurmd refuses a node whose gres.conf and slurm.conf counts differ)")
+        gres.append(Gres(name, count, None if kind is None else str(kind), None if file is None else str(file)))
+    check_unique([f"{g.name}:{g.type or ''}" for g in gres], f"{where} name:type", problems, fix="give each once")
+    return tuple(gres)
+
+
+def device_file_count(file: str) -> int:
+    """How many device files a gres.conf `File=` names: /dev/nvidia0 is 1, /dev/nvidia[0-3] 4, [0,2-3] 3."""
+    ranges = re.search(r"\[([^\]]*)\]", file)
+    if not ranges:
+        return 1
+    count = 0
+    for part in ranges[1].split(","):
+        low, _, high = part.partition("-")
+        if not low.isdigit() or (high and not high.isdigit()):
+            return 0
+        count += int(high) - int(low) + 1 if high else 1
+    return count
+
+
+def parse_gres_spec(spec: str) -> tuple[Gres, ...]:
+    """slurm.conf's `Gres=gpu:a100:2,gpu:1` -> GRES (without device files: they are in gres.conf)."""
+    gres = []
+    for item in filter(None, spec.split(",")):
+        parts = item.split(":")
+        if parts[-1].isdigit():
+            gres.append(Gres(parts[0], int(parts[-1]), parts[1] if len(parts) == 3 else None))
+    return tuple(gres)
 
 
 def parse_node_lines(lines: list[str]) -> dict[str, Node]:
@@ -110,8 +199,37 @@ def parse_node_lines(lines: list[str]) -> dict[str, Node]:
     for line in lines:
         fields = dict(field.split("=", 1) for field in line.split() if "=" in field)
         if "NodeName" in fields and all(key in fields for key in keys):
-            nodes[fields["NodeName"]] = Node(name=fields["NodeName"], **{keys[k]: int(fields[k]) for k in keys})
+            nodes[fields["NodeName"]] = Node(name=fields["NodeName"], **{keys[k]: int(fields[k]) for k in keys},
+                                             gres=parse_gres_spec(fields.get("Gres", "")))
     return nodes
+
+
+def parse_slurmd_hardware(output: str) -> dict[str, int]:
+    """`slurmd -C`'s first line (NodeName=n CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2
+    ThreadsPerCore=1 RealMemory=24105) -> {"cpus", "sockets", "cores_per_socket", "threads_per_core",
+    "real_memory"}: what slurmd will report when it registers (Boards x SocketsPerBoard sockets)."""
+    line = next((line for line in output.splitlines() if line.startswith("NodeName=")), "")
+    fields = {k: int(v) for k, v in (f.split("=", 1) for f in line.split() if "=" in f) if v.isdigit()}
+    if not {"CPUs", "CoresPerSocket", "ThreadsPerCore", "RealMemory"} <= set(fields):
+        return {}
+    return {"cpus": fields["CPUs"], "sockets": fields.get("Boards", 1) * fields.get("SocketsPerBoard", fields.get("Sockets", 1)),
+            "cores_per_socket": fields["CoresPerSocket"], "threads_per_core": fields["ThreadsPerCore"],
+            "real_memory": fields["RealMemory"]}
+
+
+def parse_slurmd_gres(output: str) -> tuple[Gres, ...]:
+    """`slurmd -G` (what slurmd finds from slurm.conf, gres.conf and autodetection; one device per
+    line on 24.11: "slurmd: Gres Name=gpu Type=a100 Count=1 Index=0 ID=7696487 File=/dev/nvidia0 ...")
+    -> GRES summed per name and type."""
+    counts: dict[tuple[str, str | None], int] = {}
+    for line in output.splitlines():
+        if "Gres Name=" not in line:
+            continue
+        fields = dict(f.split("=", 1) for f in line.split("Gres ", 1)[1].split() if "=" in f)
+        kind = fields.get("Type") if fields.get("Type") not in (None, "(null)") else None
+        key = (fields["Name"], kind)
+        counts[key] = counts.get(key, 0) + int(fields.get("Count", "1"))
+    return tuple(Gres(name, count, kind) for (name, kind), count in counts.items())
 
 
 def partitions_from(raw: Any, node_names: list[str], problems: list[str]) -> tuple[Partition, ...]:
@@ -191,3 +309,40 @@ def check_munge_key_file(path: Any, problems: list[str]) -> None:
             f"munge_key_file: {path} has {size} bytes; munge needs {low} to {high} "
             "(make one with `mungekey -c -k FILE` or `dd if=/dev/urandom bs=1 count=128 of=FILE`)"
         )
+
+
+def gres_requests(arguments: list[str]) -> list[tuple[str, str | None, int, str]]:
+    """GRES a job asks for, from its sbatch arguments -> [(name, type, count, "per node" | "in all")].
+    --gres=name[:type][:count][,...] and --gpus-per-node=[type:]count are per node; --gpus/-G in all."""
+    requests = []
+    pairs = [(a.split("=", 1) + [""])[:2] if a.startswith("--") else [a, ""] for a in arguments]
+    for index, (option, value) in enumerate(pairs):
+        if option == "-G" and index + 1 < len(pairs):
+            option, value = "--gpus", pairs[index + 1][0]
+        if option == "--gres":
+            for item in filter(None, value.split(",")):
+                parts = item.split(":")
+                count = int(parts[-1]) if len(parts) > 1 and parts[-1].isdigit() else 1
+                kind = parts[1] if len(parts) == 3 or (len(parts) == 2 and not parts[1].isdigit()) else None
+                requests.append((parts[0], kind, count, "per node"))
+        elif option in ("--gpus", "--gpus-per-node"):
+            kind, _, count = value.rpartition(":")
+            if count.isdigit():
+                requests.append(("gpu", kind or None, int(count), "per node" if option == "--gpus-per-node" else "in all"))
+    return requests
+
+
+def gres_request_problems(requests: list[tuple[str, str | None, int, str]], nodes: tuple[Node, ...]) -> list[str]:
+    """Each request some node (per node) or the nodes together (in all) can give; else why not,
+    with what the nodes offer (Slurm would refuse the job, or keep it PENDING forever)."""
+    problems = []
+    for name, kind, count, scope in requests:
+        offered = {node.name: sum(g.count for g in node.gres if g.name == name and kind in (None, g.type))
+                   for node in nodes}
+        enough = max(offered.values(), default=0) >= count if scope == "per node" else sum(offered.values()) >= count
+        if not enough:
+            asked = ":".join(part for part in (name, kind, str(count)) if part)
+            offers = ", ".join(f"{node.name} {node.gres_spec}" for node in nodes if node.gres) or "no node has any GRES"
+            problems.append(f"asks for {asked} {scope}, which no node offers ({offers}); describe the nodes' GRES "
+                            "in their slurm_node.gres, or ask for less")
+    return problems

@@ -122,16 +122,16 @@ def _conf(**changes) -> str:
 
 def test_changed_settings_sees_keys_nodes_partitions_and_cgroup():
     base = _conf()
-    assert changed_settings(base, base, False) == frozenset()
+    assert changed_settings(base, base) == frozenset()
     two = [{"name": "debug", "nodes": "ALL", "default": True}, {"name": "short", "nodes": "ALL", "max_time": "1:00:00"}]
-    assert changed_settings(base, _conf(slurm_partitions=two), False) == {PARTITIONS}
-    assert changed_settings(base, _conf(slurm_config_extra={"SlurmdPort": 6820}), True) == {"SlurmdPort", CGROUP_CONF}
+    assert changed_settings(base, _conf(slurm_partitions=two)) == {PARTITIONS}
+    assert changed_settings(base, _conf(slurm_config_extra={"SlurmdPort": 6820}), [CGROUP_CONF]) == {"SlurmdPort", CGROUP_CONF}
     fewer = "\n".join(line for line in base.splitlines() if not line.startswith("NodeName=c2"))
-    assert NODES_ADDED_OR_REMOVED in changed_settings(base, fewer, False)
+    assert NODES_ADDED_OR_REMOVED in changed_settings(base, fewer)
     bigger = base.replace("RealMemory=", "RealMemory=1", 1)
-    assert changed_settings(base, bigger, False) == {NODE_ATTRIBUTES}
+    assert changed_settings(base, bigger) == {NODE_ATTRIBUTES}
     # Slurm reads keys case-insensitively; comments do not count
-    assert changed_settings(base, base.replace("MailProg=", "mailprog=") + "# a comment\n", False) == frozenset()
+    assert changed_settings(base, base.replace("MailProg=", "mailprog=") + "# a comment\n") == frozenset()
 
 
 def test_how_to_apply_per_release():
