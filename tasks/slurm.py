@@ -35,7 +35,8 @@ from tasks.packages import first_install, packages_at_once, packages_for
 from tasks.platform import ACCOUNTING_STORAGE_TYPE, CGROUP_CONF, GRES_CONF, PATHS
 from tasks.slurm_rollout import (
     APPLIED_MARK, SLURMCTLD_UP, Rollout, Written, controller_apply, decide_how_to_apply, oldest_platform,
-    reconfigure_checked, rejected_change_report, roll_back_slurm_config, slurmd_restart_arguments,
+    reconfigure_checked, rejected_change_report, resume_nodes_drained_by_rollout, roll_back_slurm_config,
+    slurmd_restart_arguments,
 )
 from tasks.slurm_status import STOPPED_STATES, base_state, node_states
 
@@ -144,6 +145,12 @@ def install_slurm(cluster: Cluster) -> None:
         **slurmd_restart_arguments(written.paths),
         _if=lambda: is_compute and not slurmd_with_controller and written.changed() and not Rollout.rolling_back()
         and (Rollout.method == "restart" or not controller_changed()),
+    )
+
+    resume_nodes_drained_by_rollout(
+        name="Resume nodes drained for a GRES count while the change reached them (this run's drains only)",
+        node_names=cluster.reachable_nodes,
+        _if=lambda: is_controller and controller_changed() and not Rollout.rolling_back(),
     )
 
     # 3. A rejected change: back to the previous files on every host, then fail saying so.

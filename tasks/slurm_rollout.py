@@ -25,6 +25,7 @@ host; this module holds what they decide and record.
 
 from __future__ import annotations
 
+import calendar
 import re
 import shlex
 import time
@@ -58,6 +59,7 @@ class Rollout:
     controller_rejected = False  # slurmctld did not take it (restart path: rolled back there)
     rejected_by: dict[str, str] = {}  # inventory host -> its daemon's log lines
     restored: dict[str, str] = {}  # inventory host -> what its rollback did
+    started_epoch = 0  # the controller's clock (seconds) when it decided how to apply the change
     controller_changed = False  # the controller's files changed this run
     joins_accounting = False  # this change turns accounting on: slurmctld takes slurmdbd's ClusterID
 
@@ -155,6 +157,7 @@ def decide_how_to_apply(platform: Platform, new_conf: str, slurm_conf: str, file
     if not host.state.is_executing:
         return
     Rollout.controller_changed = True
+    Rollout.started_epoch = int(run("date +%s")[1].strip() or 0)
     has_old, old_conf = run(f"cat {shlex.quote(backup_of(slurm_conf))}")
     if not has_old and not files_changed():
         Rollout.method, Rollout.why = "restart", ["first configuration"]
@@ -330,3 +333,49 @@ def slurmd_restart_arguments(configs: list[str]) -> dict:
         unit="slurmd",
         on_failure=lambda _log: Rollout.reject(host.name, daemon_logs(["slurmd"])),
     )
+
+
+# Why slurmctld drains a node whose slurmd registered with fewer GRES than slurm.conf gives it
+# (24.11: "gres/gpu count reported lower than configured (0 < 1)").
+GRES_COUNT_DRAIN = "count reported lower than configured"
+
+
+def drained_during_rollout(sinfo_lines: str, since_epoch: int, node_names: list[str]) -> list[str]:
+    """Nodes among `node_names` that slurmctld drained for a GRES count at or after `since_epoch`:
+    `TZ=UTC sinfo --noheader --Node --format='%N|%T|%H|%E'` lines (name, state, drain time as
+    YYYY-MM-DDTHH:MM:SS in UTC, reason) -> node names."""
+    drained = []
+    for line in sinfo_lines.splitlines():
+        name, state, when, reason = (line.split("|", 3) + ["", "", ""])[:4]
+        if name not in node_names or "drain" not in state.lower() or GRES_COUNT_DRAIN not in reason:
+            continue
+        try:
+            drained_at = calendar.timegm(time.strptime(when.strip(), "%Y-%m-%dT%H:%M:%S"))
+        except ValueError:
+            continue
+        if drained_at >= since_epoch - 1:
+            drained.append(name)
+    return sorted(set(drained))
+
+
+@operation(is_idempotent=False)
+def resume_nodes_drained_by_rollout(node_names: list[str]):
+    """Resume the nodes slurmctld drained for a GRES count while this change reached them.
+
+    slurmctld takes the new slurm.conf first, and its reconfigure (or restart) has every slurmd
+    register again while the compute hosts still have their old gres.conf: a node given GRES
+    reports none and is drained ("gres/gpu count reported lower than configured"), and stays
+    drained after its slurmd took the new files (seen on 24.11; stackhpc/ansible-role-openhpc#199
+    is the same with CoreSpec). Only drains from this run are undone, once every host has the
+    files; a node that still reports too few is drained again at its next registration, and
+    the verification names it.
+    """
+    if not host.state.is_executing or not Rollout.started_epoch:
+        return
+    ok, out = run("TZ=UTC sinfo --noheader --Node --format='%N|%T|%H|%E'")
+    if not ok:
+        return
+    drained = drained_during_rollout(out, Rollout.started_epoch, node_names)
+    if drained:
+        report(f"resuming {', '.join(drained)}: drained for a GRES count while the new gres.conf reached them")
+        yield f"scontrol update nodename={','.join(drained)} state=resume"

@@ -108,3 +108,16 @@ def test_slurmd_hardware_and_gres_read_back():
     assert parse_slurmd_hardware("slurmd: error: nothing") == {}
     assert parse_slurmd_gres(SLURMD_G) == (Gres("gpu", 2, "tesla"),)
     assert parse_slurmd_gres("slurmd: _read_slurm_cgroup_conf: No cgroup.conf file\n") == ()
+
+
+def test_only_this_runs_gres_count_drains_are_resumed():
+    from tasks.slurm_rollout import drained_during_rollout
+    since = 1_796_680_000  # 2026-12-07T21:46:40 UTC
+    lines = "\n".join([
+        "g1|drained|2026-12-07T22:26:45|gres/gpu count reported lower than configured (0 < 1)",  # this run's
+        "g2|drained|2026-12-07T20:00:00|gres/gpu count reported lower than configured (0 < 1)",  # before it
+        "g3|drained|2026-12-07T22:27:00|Kill task failed",  # another reason: an admin's business
+        "g4|idle|Unknown|none",
+        "x9|drained|2026-12-07T22:27:00|gres/gpu count reported lower than configured (0 < 1)",  # not ours
+    ])
+    assert drained_during_rollout(lines, since, ["g1", "g2", "g3", "g4"]) == ["g1"]
