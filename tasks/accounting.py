@@ -108,6 +108,10 @@ def install_accounting(cluster: Cluster) -> None:
     if not installed:
         apt.packages(name="Install slurmdbd", packages=list(PACKAGES_DBD), no_recommends=True)
     files.directory(name="Slurm log directory", path=PATHS.log_dir, user="slurm", group="slurm", mode="0755")
+    if accounting.archive_dir:
+        # slurmdbd writes purged records here before it deletes them: only slurm reads them.
+        files.directory(name=f"Accounting archive {accounting.archive_dir} (0700 slurm)", path=accounting.archive_dir,
+                        user="slurm", group="slurm", mode="0700")
     conf_path = slurmdbd_conf_path(accounting)
     conf = config_file(
         name="slurmdbd.conf (0600 slurm: it holds the database password; through stdin)",

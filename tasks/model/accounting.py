@@ -13,16 +13,22 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tasks.model.hosts import CONTROLLER_GROUP, ClusterHost, InventoryHost
 from tasks.model.problems import check_name
+from tasks.model.settings import BY_NAME
 
 DBD_GROUP = "slurm_dbd"
 DBD_PORT = 6819  # slurmdbd's default DbdPort
 # slurmdbd.conf takes a value up to the end of the line, '#' starts a comment; quotes
 # and backslashes would have to be escaped for SQL too: refused rather than escaped.
+# slurmdbd.conf(5): what Purge*After keys take, and which Archive* key goes with each.
+PURGE_KEYS = {"PurgeEventAfter": "ArchiveEvents", "PurgeJobAfter": "ArchiveJobs", "PurgeResvAfter": "ArchiveResvs",
+              "PurgeStepAfter": "ArchiveSteps", "PurgeSuspendAfter": "ArchiveSuspend", "PurgeTXNAfter": "ArchiveTXN",
+              "PurgeUsageAfter": "ArchiveUsage"}
+PURGE_PATTERN = re.compile(r"^[1-9][0-9]*(hour|day|month)s?$")
 PASSWORD_PATTERN = re.compile(r"^[^\s#'\"\\]+$")
 DATABASE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
 
@@ -38,6 +44,13 @@ class Accounting:
     storage_loc: str  # the database
     storage_pass_file: str | None  # None: a password made once and kept in slurmdbd.conf
     dbd_port: int = DBD_PORT
+    purge: Mapping[str, str] = field(default_factory=dict)  # slurmdbd.conf Purge*After -> e.g. "12month"
+    archive_dir: str | None = None  # purged records archived here first (None: not archived)
+
+    @property
+    def archive(self) -> dict[str, str]:
+        """slurmdbd.conf's Archive* lines: each kind purged is archived first, when there is an archive."""
+        return {PURGE_KEYS[key]: "yes" for key in self.purge} if self.archive_dir else {}
 
     @property
     def local_database(self) -> bool:
@@ -103,7 +116,35 @@ def accounting_from(config: Mapping[str, Any], hosts: list[InventoryHost], clust
         storage_user=user,
         storage_loc=loc,
         storage_pass_file=None if pass_file is None else str(pass_file),
+        purge=purge_from(config["slurm_accounting_purge"], problems),
+        archive_dir=archive_dir_from(config["slurm_accounting_archive_dir"], problems),
     )
+
+
+def purge_from(raw: Any, problems: list[str]) -> dict[str, str]:
+    """slurm_accounting_purge, over the default: keys given replace the default's; None keeps that kind forever."""
+    if not isinstance(raw, Mapping):
+        problems.append("slurm_accounting_purge: must be a mapping like {'PurgeJobAfter': '12month'}")
+        return {}
+    merged = {**BY_NAME["slurm_accounting_purge"].default, **raw}
+    purge = {}
+    for key, value in merged.items():
+        if key not in PURGE_KEYS:
+            problems.append(f"slurm_accounting_purge: unknown {key}; use {', '.join(PURGE_KEYS)}")
+        elif value is not None and not PURGE_PATTERN.match(str(value)):
+            problems.append(f"slurm_accounting_purge: {key}={value!r} is not a duration slurmdbd takes: give a number "
+                            "and hours, days or months (e.g. '12month'), or None to keep them forever")
+        elif value is not None:
+            purge[key] = str(value)
+    return purge
+
+
+def archive_dir_from(raw: Any, problems: list[str]) -> str | None:
+    if raw is not None and not (isinstance(raw, str) and raw.startswith("/") and " " not in raw):
+        problems.append(f"slurm_accounting_archive_dir: {raw!r} is not an absolute path without spaces; "
+                        "give e.g. /var/lib/slurm/accounting-archive, or None not to archive")
+        return None
+    return raw
 
 
 def password_file_problems(path: str) -> list[str]:

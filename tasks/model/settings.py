@@ -84,6 +84,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("slurm_accounting_storage_pass_file", CLUSTER, None,
             "a local file (0600) with the database password on its first line; None: one made once and kept in "
             "slurmdbd.conf (0600 slurm); required with `slurm_accounting_storage_host`", "made once"),
+    Setting("slurm_accounting_purge", CLUSTER,
+            {"PurgeEventAfter": "12month", "PurgeJobAfter": "12month", "PurgeResvAfter": "1month",
+             "PurgeStepAfter": "1month", "PurgeSuspendAfter": "1month", "PurgeTXNAfter": "12month",
+             "PurgeUsageAfter": "24month"},
+            "slurmdbd.conf `Purge*After`: how long accounting records are kept (`N` + `hours`/`days`/`months`); "
+            "keys given replace the default's, None keeps that kind forever",
+            "jobs 12 months, steps 1 month, usage 24 months, ..."),
+    Setting("slurm_accounting_archive_dir", CLUSTER, "/var/lib/slurm/accounting-archive",
+            "purged records are archived here first on slurmdbd's host (0700 slurm; `sacctmgr archive load` "
+            "brings them back); None: purged records are gone"),
     Setting("deploy_galaxy", CLUSTER, True, "False: the Slurm layers only"),
     Setting("verify_galaxy_job", CLUSTER, True, "False: skip the Galaxy upload job at the end of a run (~15 s)"),
     # Galaxy: the Galaxy host.

@@ -149,3 +149,26 @@ def test_supervisor_sets_slurm_drmaa_use_slurmdbd_only_when_asked():
     assert "SLURM_DRMAA_USE_SLURMDBD" not in render("supervisor-galaxy.conf.j2", galaxy=galaxy, group="gx")
     text = render("supervisor-galaxy.conf.j2", galaxy=galaxy, group="gx", slurm_drmaa_use_slurmdbd=True)
     assert 'SLURM_DRMAA_USE_SLURMDBD="1"' in text
+
+
+def test_records_purged_after_their_time_and_archived_first(hosts):
+    conf = settings_of(render_slurmdbd_conf(build_cluster(hosts, {}), "pw"))
+    assert conf["PurgeJobAfter"] == ["12month"] and conf["PurgeStepAfter"] == ["1month"]
+    assert conf["PurgeUsageAfter"] == ["24month"] and conf["ArchiveJobs"] == ["yes"]
+    assert conf["ArchiveDir"] == ["/var/lib/slurm/accounting-archive"]
+    kept = settings_of(render_slurmdbd_conf(build_cluster(hosts, {"slurm_accounting_purge": {"PurgeJobAfter": None},
+                                                                   "slurm_accounting_archive_dir": None}), "pw"))
+    assert "PurgeJobAfter" not in kept and kept["PurgeStepAfter"] == ["1month"]
+    assert "ArchiveDir" not in kept and "ArchiveJobs" not in kept
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    ({"slurm_accounting_purge": {"PurgeJobAfter": "1 year"}}, "slurm_accounting_purge: PurgeJobAfter='1 year' is not"),
+    ({"slurm_accounting_purge": {"PurgeJobsAfter": "1month"}}, "slurm_accounting_purge: unknown PurgeJobsAfter"),
+    ({"slurm_accounting_purge": "12month"}, "slurm_accounting_purge: must be a mapping"),
+    ({"slurm_accounting_archive_dir": "archive"}, "slurm_accounting_archive_dir: 'archive' is not an absolute path"),
+])
+def test_purge_settings_refused_with_the_fix(hosts, settings, expected):
+    with pytest.raises(ClusterConfigError) as error:
+        build_cluster(hosts, settings)
+    assert expected in str(error.value)
