@@ -6,6 +6,7 @@ and the verification (the top floor: nothing imports it) proves the whole.
 """
 
 from tasks.accounting import install_accounting, register_cluster
+from tasks.backup import install_backups
 from tasks.cluster import current_cluster
 from tasks.database import install_database
 from tasks.drmaa import install_slurm_drmaa
@@ -41,5 +42,7 @@ install_database(cluster)
 # nginx before Galaxy's (re)start: Galaxy's readiness and its rollback go through it.
 install_web(cluster)
 install_galaxy(cluster)
+# Each host's scheduled backup of what it holds (a timer: a run never backs up by itself).
+install_backups(cluster)
 verify_slurm(cluster)
 verify_galaxy(cluster)

@@ -196,3 +196,16 @@ def test_cluster_in_accounting(controller_host, cluster):
     assert result.rc == 0, f"sacctmgr fails: {(result.stderr.strip().splitlines() or ['?'])[-1]}"
     name = cluster.name.lower()  # Slurm lowercases ClusterName
     assert name in result.stdout.split(), f"sacctmgr lists {result.stdout.split() or 'no cluster'}, not {name}"
+
+
+def test_backups_scheduled(cluster_host, cluster):
+    """pgs-backup.timer enabled and waiting (backup_schedule), and the last backup run, if any, ended well"""
+    if cluster.backups is None:
+        pytest.skip("backup_schedule is None: no scheduled backups")
+    host = cluster_host.host
+    assert host.service("pgs-backup.timer").is_enabled, "pgs-backup.timer is not enabled"
+    assert host.run("systemctl is-active pgs-backup.timer").stdout.strip() == "active", "pgs-backup.timer is not running"
+    result = host.check_output("systemctl show --property=Result --value pgs-backup.service")
+    ran = host.check_output("systemctl show --property=ExecMainStartTimestampMonotonic --value pgs-backup.service")
+    if ran not in ("", "0"):
+        assert result == "success", f"the last backup failed ({result}): journalctl -u pgs-backup"

@@ -28,8 +28,8 @@ from tasks.common import once, project_file
 from tasks.model import Cluster
 from tasks.operations import config_file, read_secret, restart_checked, run
 from tasks.packages import packages_at_once
+from tasks.platform import MUNGE_KEY
 
-MUNGE_KEY = "/etc/munge/munge.key"
 MUNGE_KEY_BYTES = 128  # what mungekey(8) and Debian's munge package make
 DROP_IN = "/etc/systemd/system/munge.service.d/syslog.conf"
 # MUNGE's directories, with the owner and modes of Debian's munge package.

@@ -148,6 +148,12 @@ def platform_for(codename: str, slurm_installed_version: str | None) -> Platform
     return Platform(codename, SLURM_BY_CODENAME[codename], False)
 
 
+# Files of the stack on the hosts that more than one layer names (the backups read them all).
+MUNGE_KEY = "/etc/munge/munge.key"
+PRIVATE_DIR = "/etc/pyinfra-galaxy-slurm"  # the deploy's own secrets and keys on a host, 0700 root
+SUPERVISOR_CONF = "/etc/supervisor/conf.d/galaxy.conf"
+NGINX_SITE = "/etc/nginx/sites-available/galaxy"
+
 # Packages a host needs, by role. Recommends are not installed: on Debian they pull
 # in every optional Slurm plugin (hdf5, rsmi, mysql, ...) that a role does not use.
 PACKAGES_ALL = ("munge",)

@@ -21,10 +21,10 @@ from tasks.common import any_changed, render
 from tasks.model import Cluster
 from tasks.operations import backup_of, config_file, fail, restore_commands, run, wait_until
 from tasks.packages import packages_at_once
-from tasks.platform import PACKAGES_WEB
+from tasks.platform import NGINX_SITE, PACKAGES_WEB
 from tasks.checks import file_present
 
-SITE = "/etc/nginx/sites-available/galaxy"
+SITE = NGINX_SITE
 SITE_ENABLED = "/etc/nginx/sites-enabled/galaxy"
 DEBIAN_DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
 NGINX_WAIT = 30

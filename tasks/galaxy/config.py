@@ -23,9 +23,9 @@ from tasks.galaxy.venv import VENV_AHEAD_UNIT, python_venv_and_uv, venv_packages
 from tasks.model.jobconf import build_job_conf, verification_tools
 from tasks.model import Cluster, Galaxy
 from tasks.operations import config_file, fail, finished_in_background, log_tail, restart_checked, run, wait_until
+from tasks.platform import SUPERVISOR_CONF
 
 SUPERVISOR_GROUP = "gx"
-SUPERVISOR_CONF = "/etc/supervisor/conf.d/galaxy.conf"
 # Measured: a first start on a new SQLite database took 4 min with the 2 cores shared by 5 labs (30 s alone).
 GALAXY_START_TIMEOUT = 480
 

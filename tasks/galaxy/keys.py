@@ -18,10 +18,10 @@ from tasks.common import once, project_file
 from tasks.galaxy.venv import DEPLOY_VENV
 from tasks.model import Galaxy
 from tasks.operations import fail, read_secret, run
+from tasks.platform import PRIVATE_DIR
 
 GALAXY_VERIFY_SCRIPT = f"{SHARE_DIR}/galaxy-verify.py"
 # The verification user's API key, made once by galaxy-verify.py; root only.
-PRIVATE_DIR = "/etc/pyinfra-galaxy-slurm"
 GALAXY_VERIFY_KEY = f"{PRIVATE_DIR}/galaxy-verify-user.json"
 # The Galaxy admin account's own API key (and first password), made once with the
 # bootstrap key, which then leaves galaxy.yml; root only.

@@ -94,6 +94,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("slurm_accounting_archive_dir", CLUSTER, "/var/lib/slurm/accounting-archive",
             "purged records are archived here first on slurmdbd's host (0700 slurm; `sacctmgr archive load` "
             "brings them back); None: purged records are gone"),
+    Setting("backup_schedule", CLUSTER, "*-*-* 03:15:00",
+            "when every host backs up what it holds (systemd `OnCalendar`; Galaxy's database, the accounting "
+            "database, slurmctld's state, the deploy's configuration and secrets); None: no scheduled backups"),
+    Setting("backup_dir", CLUSTER, "/var/backups/pyinfra-galaxy-slurm", "where each host keeps its backups (0700 root)"),
+    Setting("backup_keep", CLUSTER, 14, "how many backups each host keeps (the oldest go first)"),
     Setting("deploy_galaxy", CLUSTER, True, "False: the Slurm layers only"),
     Setting("verify_galaxy_job", CLUSTER, True, "False: skip the Galaxy upload job at the end of a run (~15 s)"),
     # Galaxy: the Galaxy host.
