@@ -41,6 +41,9 @@ from tasks.slurm_rollout import (
 from tasks.slurm_status import STOPPED_STATES, base_state, node_states
 
 SLURMD_DROP_IN = "/etc/systemd/system/slurmd.service.d/pgs-killmode.conf"
+SLURMD_MOUNTS_DROP_IN = "/etc/systemd/system/slurmd.service.d/pgs-shared-fs.conf"
+SLURMD_MOUNTS_TEXT = ("# Managed by pyinfra-galaxy-slurm: slurmd starts once Galaxy's shared directory is mounted.\n"
+                      "[Unit]\nRequiresMountsFor={path}\n")
 
 
 def render_slurm_conf(cluster: Cluster) -> str:
@@ -136,7 +139,18 @@ def install_slurm(cluster: Cluster) -> None:
     _owned_dir("slurmd spool directory", PATHS.slurmd_spool, _if=lambda: is_compute)
     kill_mode = files.put(name="slurmd restarts never kill running jobs (systemd drop-in: KillMode=process)",
                           src=project_file("slurmd-killmode.conf"), dest=SLURMD_DROP_IN, _if=lambda: is_compute)
-    systemd.daemon_reload(name="Reload systemd for the slurmd drop-in", _if=kill_mode.did_change)
+    # At boot slurmd starts only once Galaxy's shared directory is mounted: a node whose network
+    # mount failed stays out of the cluster instead of registering idle and failing Galaxy's jobs.
+    # (Ordering only: it takes effect at slurmd's next start, and a re-run restarts nothing for it.)
+    shared_root = cluster.galaxy.root if cluster.galaxy else None
+    mounts = (config_file(name=f"slurmd starts once {shared_root} is mounted (systemd drop-in: RequiresMountsFor)",
+                          content=SLURMD_MOUNTS_TEXT.format(path=shared_root), dest=SLURMD_MOUNTS_DROP_IN,
+                          _if=lambda: is_compute)
+              if shared_root else
+              config_absent(name="No shared-directory ordering for slurmd (no Galaxy)", path=SLURMD_MOUNTS_DROP_IN,
+                            _if=lambda: is_compute))
+    systemd.daemon_reload(name="Reload systemd for the slurmd drop-ins",
+                          _if=lambda: kill_mode.did_change() or mounts.did_change())
     systemd.service(name="slurmd enabled and running", service="slurmd", running=True, enabled=True,
                     _if=lambda: is_compute and (is_controller or Rollout.accepted()))
     # Restart path (or this host's own stale files): every slurmd, a failure recorded for the rollback.
