@@ -12,7 +12,9 @@ docs/operations.md, "Backups"). A run never backs up by itself: the timer does.
 
 from __future__ import annotations
 
+import re
 import shlex
+import time
 
 from pyinfra import host
 from pyinfra.api import deploy, operation
@@ -22,8 +24,11 @@ from pyinfra.operations import files, server, systemd
 from tasks.common import project_file
 from tasks.model import Cluster, ClusterHost
 from tasks.model.database import DATABASE_NAME
-from tasks.operations import config_file, fail, run
+from tasks.operations import BACKUP_SUFFIX, RUN_STAMP, config_file, fail, run
 from tasks.platform import MUNGE_KEY, NGINX_SITE, PATHS, PRIVATE_DIR, SUPERVISOR_CONF
+
+# Where the deploy leaves `<file>.<time>.pgs-backup` copies of what it replaced (tasks.operations).
+STAMPED_COPY = re.compile(r"\.(\d{8}T\d{6})\.pgs-backup$")
 
 BACKUP_SCRIPT = "/usr/local/sbin/pgs-backup"
 BACKUP_CONF = f"{PRIVATE_DIR}/backup.conf"
@@ -79,9 +84,50 @@ def calendar_accepted(schedule: str):
                    f"(systemd.time(7); e.g. 'daily' or '*-*-* 03:15:00'): {output.strip()[-300:]}")
 
 
+def replaced_file_dirs(cluster: Cluster, me: ClusterHost) -> list[str]:
+    """The directories the deploy keeps its copies of replaced files in, on one host."""
+    dirs = [me.platform.config_dir, "/etc/systemd/system", "/etc/systemd/system/slurmd.service.d", PRIVATE_DIR]
+    if "controller" in me.roles:
+        dirs.append(PATHS.state_save)  # the ClusterID file set aside when accounting is turned on
+    galaxy = cluster.galaxy
+    if galaxy is not None and galaxy.host.inventory_name == me.inventory_name:
+        dirs += [galaxy.root, galaxy.config_dir, SUPERVISOR_CONF.rsplit("/", 1)[0], NGINX_SITE.rsplit("/", 1)[0]]
+    return dirs
+
+
+def expired_copies(paths: list[str], keep_days: int, now: float) -> list[str]:
+    """The `*.<time>.pgs-backup` paths made more than `keep_days` days before `now` (their own stamp:
+    `cp -p` keeps the original's mtime), never this run's."""
+    expired = []
+    for path in paths:
+        stamp = STAMPED_COPY.search(path)
+        if not stamp or stamp[1] == RUN_STAMP:
+            continue
+        made = time.mktime(time.strptime(stamp[1], "%Y%m%dT%H%M%S"))
+        if now - made > keep_days * 86400:
+            expired.append(path)
+    return sorted(expired)
+
+
+@operation(is_idempotent=True)
+def prune_replaced_files(dirs: list[str], keep_days: int):
+    """Remove the deploy's copies of replaced files older than `keep_days` (a venv moved aside among them)."""
+    if not host.state.is_executing:
+        return
+    quoted = " ".join(shlex.quote(d) for d in dirs)
+    _, found = run(f"find {quoted} -maxdepth 1 -name '*{BACKUP_SUFFIX[-11:]}' 2>/dev/null || true")
+    expired = expired_copies(found.split(), keep_days, time.time())
+    if expired:
+        yield "rm -rf " + " ".join(shlex.quote(p) for p in expired)
+
+
 @deploy("Backups")
 def install_backups(cluster: Cluster) -> None:
     me = cluster.host(host.name)
+    if cluster.replaced_files_keep_days is not None:
+        prune_replaced_files(name=f"The deploy's copies of replaced files older than {cluster.replaced_files_keep_days} "
+                                  "days removed", dirs=replaced_file_dirs(cluster, me),
+                             keep_days=cluster.replaced_files_keep_days)
     service_path, timer_path = f"{SYSTEMD_DIR}/{BACKUP_UNIT}.service", f"{SYSTEMD_DIR}/{BACKUP_UNIT}.timer"
     if cluster.backups is None:
         # Turned off: the timer goes; backups already made stay (they are the admin's).

@@ -20,6 +20,15 @@ class Backups:
     keep: int
 
 
+def replaced_files_keep_days(value: Any, problems: list[str]) -> int | None:
+    """replaced_files_keep_days, checked (None: the deploy's copies are kept)."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    problems.append(f"replaced_files_keep_days: {value!r} is not a whole number of days (1 or more); give e.g. 30, "
+                    "or None to keep them")
+    return None
+
+
 def backups_from(config: Mapping[str, Any], problems: list[str]) -> Backups | None:
     """The backup settings, checked (None: backup_schedule is None, no scheduled backups)."""
     schedule, directory, keep = config["backup_schedule"], config["backup_dir"], config["backup_keep"]

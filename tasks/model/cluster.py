@@ -25,7 +25,7 @@ from tasks.model.hosts import (
     node_name, platform_or_none,
 )
 from tasks.model.problems import ClusterConfigError, check_name, check_unique
-from tasks.model.backup import Backups, backups_from
+from tasks.model.backup import Backups, backups_from, replaced_files_keep_days
 from tasks.model.memory import CGROUP_MEMORY_CONF, MemoryPolicy, NodeMemory, memory_policy, reserve_problems
 from tasks.model.slurm import (
     Node, Partition, check_munge_key_file, gres_request_problems, gres_requests, node_from, partitions_from,
@@ -56,6 +56,7 @@ class Cluster:
     verify_galaxy_job: bool = True
     accounting: Accounting | None = None  # None: slurm_accounting is off
     backups: Backups | None = None  # None: no scheduled backups
+    replaced_files_keep_days: int | None = 30  # None: the deploy's *.pgs-backup copies are kept
     warnings: tuple[str, ...] = ()
 
     @property
@@ -183,6 +184,7 @@ def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any],
 
     accounting = accounting_from(config, hosts, cluster_hosts, problems)
     backups = backups_from(config, problems)
+    keep_days = replaced_files_keep_days(config["replaced_files_keep_days"], problems)
     galaxy = galaxy_from(hosts, cluster_hosts, config["deploy_galaxy"], problems)
     if galaxy and not any(p.startswith(("galaxy_handlers", "galaxy_job_workers")) for p in problems):
         # The job_conf.xml Galaxy would get, checked as Galaxy needs it.
@@ -221,5 +223,6 @@ def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any],
         verify_galaxy_job=bool(config["verify_galaxy_job"]),
         accounting=accounting,
         backups=backups,
+        replaced_files_keep_days=keep_days,
         warnings=tuple(warnings),
     )

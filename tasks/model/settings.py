@@ -99,6 +99,9 @@ SETTINGS: tuple[Setting, ...] = (
             "database, slurmctld's state, the deploy's configuration and secrets); None: no scheduled backups"),
     Setting("backup_dir", CLUSTER, "/var/backups/pyinfra-galaxy-slurm", "where each host keeps its backups (0700 root)"),
     Setting("backup_keep", CLUSTER, 14, "how many backups each host keeps (the oldest go first)"),
+    Setting("replaced_files_keep_days", CLUSTER, 30,
+            "the deploy's own copies of what it replaced (`*.<time>.pgs-backup`: config files, a venv moved aside) "
+            "are removed after this many days; None: kept"),
     Setting("deploy_galaxy", CLUSTER, True, "False: the Slurm layers only"),
     Setting("verify_galaxy_job", CLUSTER, True, "False: skip the Galaxy upload job at the end of a run (~15 s)"),
     # Galaxy: the Galaxy host.

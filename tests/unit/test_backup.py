@@ -51,3 +51,28 @@ def test_backup_settings_refused_with_the_fix(settings, expected):
     with pytest.raises(ClusterConfigError) as error:
         build_cluster(small_cluster(1), settings)
     assert expected in str(error.value)
+
+
+def test_old_copies_of_replaced_files_expire():
+    import time as clock
+    from tasks.backup import expired_copies, replaced_file_dirs
+    from tasks.operations import RUN_STAMP
+    now = clock.mktime(clock.strptime("20261207T120000", "%Y%m%dT%H%M%S"))
+    paths = ["/etc/slurm/slurm.conf.20261101T100000.pgs-backup",  # 36 days: gone
+             "/srv/galaxy/venv.20261001T000000.pgs-backup",  # a venv moved aside: gone
+             "/etc/slurm/slurm.conf.20261201T100000.pgs-backup",  # 6 days: kept
+             f"/etc/slurm/cgroup.conf.{RUN_STAMP}.pgs-backup",  # this run's: kept whatever the clock says
+             "/etc/slurm/notes.pgs-backup"]  # not the deploy's stamp: kept
+    assert expired_copies(paths, 30, now) == ["/etc/slurm/slurm.conf.20261101T100000.pgs-backup",
+                                              "/srv/galaxy/venv.20261001T000000.pgs-backup"]
+    cluster = build_cluster(small_cluster(1), {})
+    assert {"/srv/galaxy", "/srv/galaxy/config", "/etc/slurm", "/var/lib/slurm/slurmctld"} <= set(
+        replaced_file_dirs(cluster, cluster.host("head")))
+    assert "/srv/galaxy" not in replaced_file_dirs(cluster, cluster.host("c1"))
+
+
+def test_replaced_files_keep_days_checked():
+    assert build_cluster(small_cluster(1), {"replaced_files_keep_days": None}).replaced_files_keep_days is None
+    with pytest.raises(ClusterConfigError) as error:
+        build_cluster(small_cluster(1), {"replaced_files_keep_days": 0})
+    assert "replaced_files_keep_days: 0 is not a whole number of days" in str(error.value)
