@@ -221,21 +221,18 @@ def _configuration(cluster: Cluster, config_dir: str, when: str, condition, writ
         dest=f"{config_dir}/slurm.conf",
         _if=condition,
     )
-    cgroup_text = render_cgroup_conf(cluster)
-    cgroup_conf = (
-        config_file(name=f"cgroup.conf {when}", content=cgroup_text, dest=f"{config_dir}/cgroup.conf", _if=condition)
-        if cgroup_text
-        else config_absent(name=f"No cgroup.conf (cgroup plugins unused) {when}", path=f"{config_dir}/cgroup.conf",
-                           _if=condition)
-    )
-    gres_text = render_gres_conf(cluster)
-    gres_conf = (
-        config_file(name=f"gres.conf {when}", content=gres_text, dest=f"{config_dir}/gres.conf", _if=condition)
-        if gres_text
-        else config_absent(name=f"No gres.conf (no node has GRES) {when}", path=f"{config_dir}/gres.conf",
-                           _if=condition)
-    )
+    cgroup_conf = _file_or_none(f"{config_dir}/cgroup.conf", render_cgroup_conf(cluster), "cgroup plugins unused",
+                                when, condition)
+    gres_conf = _file_or_none(f"{config_dir}/gres.conf", render_gres_conf(cluster), "no node has GRES", when, condition)
     written.metas.extend([slurm_conf, cgroup_conf, gres_conf])
+
+
+def _file_or_none(path: str, text: str | None, why_none: str, when: str, condition):
+    """The file with `text`, or none at `path` (backed up first) when there is nothing to say."""
+    name = path.rsplit("/", 1)[1]
+    if text:
+        return config_file(name=f"{name} {when}", content=text, dest=path, _if=condition)
+    return config_absent(name=f"No {name} ({why_none}) {when}", path=path, _if=condition)
 
 
 def _owned_dir(name: str, path: str, _if) -> None:
