@@ -60,36 +60,18 @@ def file_present(path: str):
 
 
 @operation(is_idempotent=True)
-def ready_for_galaxy_jobs(root: str, marker: str, text: str, user: str, venv: str, job_dir: str):
-    """Fail the host (naming it, what is missing and the fix) when Galaxy's jobs could not run here:
-    `root` is not the Galaxy host's shared directory (the marker the Galaxy host wrote there, first
-    line `text`, is not read here); or, once Galaxy's venv is built, its Python does not import
-    Galaxy here as `user`, or `user` cannot write the job working directory `job_dir`.
-    A node that is not the Galaxy host's shared directory is drained at once by its own health check."""
+def shares_galaxy_root(root: str, marker: str, text: str):
+    """Fail the host (naming it, what is missing and the fix) when `root` is not the Galaxy host's
+    shared directory: the marker the Galaxy host wrote there (first line `text`) is not read here."""
     if not host.state.is_executing:
         return
     if not run(f"test -d {shlex.quote(root)}")[0]:
         yield fail(f"node {host.name}: {root} does not exist: Galaxy's jobs would fail here; mount Galaxy's shared "
                    "directory (shared_fs) and re-run")
-        return
-    if not run(f"head -n 1 {shlex.quote(marker)} | grep -qxF {shlex.quote(text)}")[0]:
+    elif not run(f"head -n 1 {shlex.quote(marker)} | grep -qxF {shlex.quote(text)}")[0]:
         # Drained now by its own health check (a running cluster), so that no job, the verification's
         # Galaxy job among them, lands on it before an admin mounts the directory.
         run(f"test -x {HEALTH_CHECK_PROGRAM} && {HEALTH_CHECK_PROGRAM}")
         yield fail(f"node {host.name}: {root} is not the Galaxy host's shared directory ({marker}, written there by "
                    "this run, is not read here): Galaxy's jobs would fail on this node; mount the Galaxy host's "
                    f"{root} here (shared_fs) and re-run")
-        return
-    python = f"{venv}/bin/python"
-    if not run(f"test -f {shlex.quote(venv)}/pyvenv.cfg")[0]:
-        return  # a first install: the venv is built later in this run (the Galaxy check proves it)
-    as_user = f"runuser -u {shlex.quote(user)} --"
-    ok, output = run(f"cd / && {as_user} {shlex.quote(python)} -c 'import galaxy' 2>&1")
-    if not ok:
-        run(f"test -x {HEALTH_CHECK_PROGRAM} && {HEALTH_CHECK_PROGRAM}")  # drains it when the interpreter is gone
-        yield fail(f"node {host.name}: Galaxy's venv does not run here ({python} -c 'import galaxy' as {user}: "
-                   f"{output.strip()[-300:]}); Galaxy's jobs run it on every compute host: give this host the "
-                   "Galaxy host's Debian release (its python3) and re-run")
-    elif not run(f"{as_user} sh -c {shlex.quote(f'test ! -e {shlex.quote(job_dir)} || test -w {shlex.quote(job_dir)}')}")[0]:
-        yield fail(f"node {host.name}: {user} cannot write Galaxy's job working directory {job_dir} here; "
-                   "check the shared filesystem's export (rw, uid/gid of the galaxy account) and re-run")

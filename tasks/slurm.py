@@ -57,8 +57,7 @@ def render_slurm_conf(cluster: Cluster) -> str:
 def render_health_check_conf(cluster: Cluster) -> str:
     marker, text = cluster.shared_marker
     return ("# What pgs-node-health checks on this node (pyinfra-galaxy-slurm; overwritten by the deploy).\n"
-            f"SHARED_DIR={shlex.quote(cluster.galaxy.root)}\nVENV={shlex.quote(cluster.galaxy.venv)}\n"
-            f"MARKER={shlex.quote(marker)}\n"
+            f"SHARED_DIR={shlex.quote(cluster.galaxy.root)}\nMARKER={shlex.quote(marker)}\n"
             f"MARKER_TEXT={shlex.quote(text)}\n")
 
 

@@ -14,7 +14,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
 
-from tasks.checks import ready_for_galaxy_jobs
+from tasks.checks import shares_galaxy_root
 from tasks.model import Cluster, ClusterHost, Galaxy
 
 NFS_OPTIONS = "rw,sync,no_subtree_check"
@@ -52,10 +52,9 @@ def prepare_galaxy_hosts(cluster: Cluster) -> None:
     files.put(name=f"Marker of the shared directory ({marker}): every compute host must read it",
               src=StringIO(text + "\n"), dest=marker, user=galaxy.user, group=galaxy.user, mode="0644",
               _if=lambda: is_galaxy_host)
-    ready_for_galaxy_jobs(name=f"Ready for Galaxy's jobs: the shared {galaxy.root} (the Galaxy host's marker read), "
-                               "Galaxy's venv and job directory",
-                          root=galaxy.root, marker=marker, text=text, user=galaxy.user, venv=galaxy.venv,
-                          job_dir=galaxy.job_working_directory, _if=lambda: "compute" in me.roles and not is_galaxy_host)
+    shares_galaxy_root(name=f"Galaxy's shared {galaxy.root} is here (the Galaxy host's marker read)",
+                       root=galaxy.root, marker=marker, text=text,
+                       _if=lambda: "compute" in me.roles and not is_galaxy_host)
 
 
 def _nfs_clients(cluster: Cluster, galaxy: Galaxy) -> list[ClusterHost]:

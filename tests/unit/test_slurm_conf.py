@@ -167,7 +167,7 @@ def test_node_health_check_with_galaxy_only():
     assert conf["HealthCheckProgram"] == ["/usr/local/sbin/pgs-node-health"]
     assert conf["HealthCheckInterval"] == ["300"] and conf["HealthCheckNodeState"] == ["ANY"]
     health = render_health_check_conf(cluster)
-    assert "MARKER=/srv/galaxy/.pgs-shared\n" in health and "VENV=/srv/galaxy/venv\n" in health
+    assert "MARKER=/srv/galaxy/.pgs-shared\n" in health
     assert "MARKER_TEXT='pyinfra-galaxy-slurm: Galaxy'\"'\"'s shared directory of cluster galaxy'" in health
     assert "HealthCheckProgram" not in render_slurm_conf(build_cluster(small_cluster(1), {"deploy_galaxy": False}))
     assert "HealthCheckProgram" not in render_slurm_conf(build_cluster(small_cluster(1), {"slurm_health_check_interval": 0}))
