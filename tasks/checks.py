@@ -14,7 +14,6 @@ from pyinfra import host, logger
 from pyinfra.api import operation
 
 from tasks.operations import fail, run
-from tasks.platform import HEALTH_CHECK_PROGRAM
 
 SHARE_DIR = "/usr/local/share/pyinfra-galaxy-slurm"  # the verification's scripts and venv on the hosts
 LOG_EVERY = 10  # a longer wait says what it waits for this often
@@ -57,21 +56,3 @@ def file_present(path: str):
     """Fail the host when `path` does not exist (a file the deploy relies on but does not make)."""
     if host.state.is_executing and not run(f"test -e {shlex.quote(path)}")[0]:
         yield fail(f"{path} does not exist on {host.name}")
-
-
-@operation(is_idempotent=True)
-def shares_galaxy_root(root: str, marker: str, text: str):
-    """Fail the host (naming it, what is missing and the fix) when `root` is not the Galaxy host's
-    shared directory: the marker the Galaxy host wrote there (first line `text`) is not read here."""
-    if not host.state.is_executing:
-        return
-    if not run(f"test -d {shlex.quote(root)}")[0]:
-        yield fail(f"node {host.name}: {root} does not exist: Galaxy's jobs would fail here; mount Galaxy's shared "
-                   "directory (shared_fs) and re-run")
-    elif not run(f"head -n 1 {shlex.quote(marker)} | grep -qxF {shlex.quote(text)}")[0]:
-        # Drained now by its own health check (a running cluster), so that no job, the verification's
-        # Galaxy job among them, lands on it before an admin mounts the directory.
-        run(f"test -x {HEALTH_CHECK_PROGRAM} && {HEALTH_CHECK_PROGRAM}")
-        yield fail(f"node {host.name}: {root} is not the Galaxy host's shared directory ({marker}, written there by "
-                   "this run, is not read here): Galaxy's jobs would fail on this node; mount the Galaxy host's "
-                   f"{root} here (shared_fs) and re-run")

@@ -153,7 +153,6 @@ MUNGE_KEY = "/etc/munge/munge.key"
 PRIVATE_DIR = "/etc/pyinfra-galaxy-slurm"  # the deploy's own secrets and keys on a host, 0700 root
 SUPERVISOR_CONF = "/etc/supervisor/conf.d/galaxy.conf"
 NGINX_SITE = "/etc/nginx/sites-available/galaxy"
-HEALTH_CHECK_PROGRAM = "/usr/local/sbin/pgs-node-health"  # slurm.conf HealthCheckProgram (files/pgs-node-health)
 
 # Packages a host needs, by role. Recommends are not installed: on Debian they pull
 # in every optional Slurm plugin (hdf5, rsmi, mysql, ...) that a role does not use.

@@ -68,9 +68,6 @@ SETTINGS: tuple[Setting, ...] = (
             "chosen from the hosts' cgroups"),
     Setting("slurm_config_extra", CLUSTER, {}, "more `slurm.conf` lines, key -> value, e.g. `{\"MaxJobCount\": 10000}`"),
     Setting("slurm_return_to_service", CLUSTER, 2, "`ReturnToService`: 2 returns a node DOWN for being unresponsive once it registers valid"),
-    Setting("slurm_health_check_interval", CLUSTER, 300,
-            "`HealthCheckInterval` (s) of the node health check (with Galaxy): a compute node whose Galaxy shared "
-            "directory is gone is drained, naming it, and resumed once it is back; 0: no health check"),
     Setting("slurm_resume_nodes", CLUSTER, False, "True: resume reachable nodes left DOWN or DRAINED (by an admin or Slurm)"),
     Setting("manage_etc_hosts", CLUSTER, True, "write every cluster host into `/etc/hosts`; False when DNS resolves every host"),
     Setting("munge_key_file", CLUSTER, None,
