@@ -12,6 +12,7 @@ no cluster entries in /etc/hosts, no Slurm. They share one directory, bound at
     lab.py up [--nodes N] [--release bookworm|trixie] [--ssh-user NAME] [--drmaa-tarball PATH]   idempotent
     lab.py down [--purge-cache]                          removes all it made
     lab.py stop HOST / start HOST                        power a host off / on
+    lab.py reboot HOST                                   a clean reboot: systemd stops every unit, boots again
     lab.py runner [--drmaa-tarball PATH | --cli]         show / change the lab's Galaxy job runner
     lab.py status                                        its hosts and its Galaxy job runner
 
@@ -529,11 +530,14 @@ def host_command(lab: Lab, name: str, action: str) -> None:
     if not release or not (lab.state_dir / "hosts" / name).exists():
         raise SystemExit(f"lab: no host {name} in lab {lab.name}")
     host = Host(lab, name, release, recorded.get("ssh_user", "root"))
-    if action == "stop":
-        power_off(host)
-    else:
+    started = time.monotonic()
+    if action in ("stop", "reboot"):
+        power_off(host)  # systemd's own shutdown, as `systemctl poweroff` on a real host
+    if action in ("start", "reboot"):
         boot(host)
         wait_for_ssh(host, time.monotonic() + SSH_TIMEOUT)
+    if action == "reboot":
+        log(f"{name} rebooted: SSH answers again after {time.monotonic() - started:.1f} s")
 
 
 def runner_command(lab: Lab, drmaa_tarball: str | None, cli: bool) -> None:
@@ -578,7 +582,7 @@ def main() -> None:
     choice.add_argument("--cli", action="store_true", help="record the CLI runner")
     down_parser = sub.add_parser("down")
     down_parser.add_argument("--purge-cache", action="store_true")
-    for action in ("stop", "start"):
+    for action in ("stop", "start", "reboot"):
         sub.add_parser(action).add_argument("host")
     sub.add_parser("status")
     args = parser.parse_args()
@@ -589,7 +593,7 @@ def main() -> None:
         up(lab, args.nodes, args.release, args.ssh_user, args.drmaa_tarball)
     elif args.command == "down":
         down(lab, args.purge_cache)
-    elif args.command in ("stop", "start"):
+    elif args.command in ("stop", "start", "reboot"):
         host_command(lab, args.host, args.command)
     elif args.command == "runner":
         runner_command(lab, args.drmaa_tarball, args.cli)

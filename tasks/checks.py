@@ -14,6 +14,7 @@ from pyinfra import host, logger
 from pyinfra.api import operation
 
 from tasks.operations import fail, run
+from tasks.platform import HEALTH_CHECK_PROGRAM
 
 SHARE_DIR = "/usr/local/share/pyinfra-galaxy-slurm"  # the verification's scripts and venv on the hosts
 LOG_EVERY = 10  # a longer wait says what it waits for this often
@@ -56,3 +57,44 @@ def file_present(path: str):
     """Fail the host when `path` does not exist (a file the deploy relies on but does not make)."""
     if host.state.is_executing and not run(f"test -e {shlex.quote(path)}")[0]:
         yield fail(f"{path} does not exist on {host.name}")
+
+
+@operation(is_idempotent=True)
+def ready_for_galaxy_jobs(root: str, marker: str, text: str, user: str, venv: str, python_version: str, job_dir: str):
+    """Fail the host (naming it, what is missing and the fix) when Galaxy's jobs could not run here:
+    `root` is not the Galaxy host's shared directory (the marker the Galaxy host wrote there, first
+    line `text`, is not read here); or, once Galaxy's venv is built by the Galaxy host's Python
+    (`python_version`, major.minor), the interpreter it points at is missing here, or `user` cannot
+    write the job working directory `job_dir`.
+    A node that is not the Galaxy host's shared directory is drained at once by its own health check."""
+    if not host.state.is_executing:
+        return
+    if not run(f"test -d {shlex.quote(root)}")[0]:
+        yield fail(f"node {host.name}: {root} does not exist: Galaxy's jobs would fail here; mount Galaxy's shared "
+                   "directory (shared_fs) and re-run")
+        return
+    if not run(f"head -n 1 {shlex.quote(marker)} | grep -qxF {shlex.quote(text)}")[0]:
+        # Drained now by its own health check (a running cluster), so that no job, the verification's
+        # Galaxy job among them, lands on it before an admin mounts the directory.
+        run(f"test -x {HEALTH_CHECK_PROGRAM} && {HEALTH_CHECK_PROGRAM}")
+        yield fail(f"node {host.name}: {root} is not the Galaxy host's shared directory ({marker}, written there by "
+                   "this run, is not read here): Galaxy's jobs would fail on this node; mount the Galaxy host's "
+                   f"{root} here (shared_fs) and re-run")
+        return
+    python = f"{venv}/bin/python"
+    _, made_by = run(f"sed -n 's/^version *= *\\([0-9]*\\.[0-9]*\\).*/\\1/p' {shlex.quote(venv)}/pyvenv.cfg")
+    if made_by.strip() != python_version:
+        # None yet (a first install), or made by another Python: the Galaxy layer rebuilds it this run
+        # (galaxy_rebuild_venv) or the run was refused before any change. The Galaxy check proves it.
+        return
+    as_user = f"runuser -u {shlex.quote(user)} --"
+    # The interpreter the venv points at must be here (importing Galaxy would cost seconds a node).
+    if not run(f"{as_user} test -x {shlex.quote(python)}")[0]:
+        run(f"test -x {HEALTH_CHECK_PROGRAM} && {HEALTH_CHECK_PROGRAM}")  # drains it
+        _, executable = run(f"sed -n 's/^executable = //p' {shlex.quote(venv)}/pyvenv.cfg")
+        yield fail(f"node {host.name}: Galaxy's venv does not run here ({python} -> {executable.strip() or '?'} is "
+                   "missing); Galaxy's jobs run it on every compute host: give this host the Galaxy host's Debian "
+                   "release (its python3) and re-run")
+    elif not run(f"{as_user} sh -c {shlex.quote(f'test ! -e {shlex.quote(job_dir)} || test -w {shlex.quote(job_dir)}')}")[0]:
+        yield fail(f"node {host.name}: {user} cannot write Galaxy's job working directory {job_dir} here; "
+                   "check the shared filesystem's export (rw, uid/gid of the galaxy account) and re-run")

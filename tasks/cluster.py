@@ -59,6 +59,9 @@ def current_cluster() -> Cluster:
     for warning in cluster.warnings:
         logger.warning(warning)
     logger.info(cluster.memory.summary())
+    database = cluster.galaxy.database if cluster.galaxy else None
+    if database and database.kind == "postgresql":
+        logger.info(database.connections.summary(database.local_postgresql))
     return cluster
 
 

@@ -4,6 +4,11 @@ The role is named as the galaxy OS user and Galaxy connects over the local
 socket, where Debian's pg_hba.conf allows peer authentication ("local all all
 peer"): no password exists at all. An existing server (galaxy_database_url)
 brings its own role, database and credentials: nothing is installed then.
+
+max_connections admits every connection Galaxy's processes can open (the model's
+ConnectionBudget). It takes a restart: only when the running value differs, checked,
+the previous file put back if PostgreSQL does not come back; Galaxy's pools test each
+connection before use (pool_pre_ping) and reconnect.
 """
 
 from __future__ import annotations
@@ -14,8 +19,17 @@ from pyinfra.operations import apt, postgres, systemd
 
 from tasks.model import Cluster
 from tasks.model.database import DATABASE_NAME
+from tasks.operations import config_file, restart_checked, run
 from tasks.packages import packages_at_once
 from tasks.platform import PACKAGES_POSTGRESQL
+
+SETTINGS_FILE = "pgs-galaxy.conf"  # in the cluster's conf.d
+
+
+def render_postgresql_settings(max_connections: int) -> str:
+    return ("# Managed by pyinfra-galaxy-slurm (postgresql_max_connections): every connection Galaxy's\n"
+            "# processes can open, with headroom. Changing it restarts PostgreSQL.\n"
+            f"max_connections = {max_connections}\n")
 
 
 @deploy("Galaxy's database")
@@ -28,9 +42,30 @@ def install_database(cluster: Cluster) -> None:
         apt.packages(name=f"PostgreSQL {version} (Debian's)", packages=list(PACKAGES_POSTGRESQL), no_recommends=True)
     systemd.service(name=f"PostgreSQL {version} enabled and running", service="postgresql",
                     running=True, enabled=True)
+    budget = galaxy.database.connections
+    wanted = budget.postgresql_max_connections
+    settings_path = f"{galaxy.host.platform.postgresql_conf_dir}/{SETTINGS_FILE}"
+    config_file(name=f"PostgreSQL max_connections = {wanted} ({settings_path})",
+                content=render_postgresql_settings(wanted), dest=settings_path, user="postgres", group="postgres")
+    cluster_unit = f"postgresql@{version}-main"
+    restart_checked(
+        name=f"Restart PostgreSQL for max_connections = {wanted} (only when it runs with another; checked, rolled back)",
+        restart=f"systemctl restart {cluster_unit}",
+        healthy="pg_isready -q",
+        configs=[settings_path],
+        log=f"/var/log/postgresql/postgresql-{version}-main.log",
+        what=f"PostgreSQL {version}",
+        unit=cluster_unit,
+        _if=lambda: _max_connections_now() != str(wanted),
+    )
     # psql runs as the postgres superuser (peer authentication), through su as this run's root.
     as_postgres = {"_su_user": "postgres", "_su_shell": "/bin/sh"}
     postgres.role(name=f"PostgreSQL role {galaxy.user} (peer authentication, no password)", role=galaxy.user,
                   login=True, **as_postgres)
     postgres.database(name=f"PostgreSQL database {DATABASE_NAME} owned by {galaxy.user}", database=DATABASE_NAME,
                       owner=galaxy.user, encoding="UTF8", template="template0", **as_postgres)
+
+
+def _max_connections_now() -> str:
+    """The running server's max_connections (at execution, on the Galaxy host)."""
+    return run("runuser -u postgres -- psql -XAtc 'SHOW max_connections'")[1].strip()

@@ -57,6 +57,11 @@ class Platform:
         return POSTGRESQL_BY_CODENAME.get(self.codename, "")
 
     @property
+    def postgresql_conf_dir(self) -> str:
+        """Debian's main cluster reads this directory after postgresql.conf (include_dir = 'conf.d')."""
+        return f"/etc/postgresql/{self.postgresql}/main/conf.d"
+
+    @property
     def slurm_index(self) -> int:
         return release_index(self.slurm)
 
@@ -153,6 +158,9 @@ MUNGE_KEY = "/etc/munge/munge.key"
 PRIVATE_DIR = "/etc/pyinfra-galaxy-slurm"  # the deploy's own secrets and keys on a host, 0700 root
 SUPERVISOR_CONF = "/etc/supervisor/conf.d/galaxy.conf"
 NGINX_SITE = "/etc/nginx/sites-available/galaxy"
+HEALTH_CHECK_PROGRAM = "/usr/local/sbin/pgs-node-health"  # slurm.conf HealthCheckProgram (files/pgs-node-health)
+# How the health check's drain reasons begin: it resumes only the nodes it drained itself.
+HEALTH_CHECK_REASON = "pgs-health:"
 
 # Packages a host needs, by role. Recommends are not installed: on Debian they pull
 # in every optional Slurm plugin (hdf5, rsmi, mysql, ...) that a role does not use.

@@ -24,6 +24,8 @@ hold: an operation that only some hosts ran would shift the others' order.
 
 from __future__ import annotations
 
+import shlex
+
 from pyinfra import host
 from pyinfra.api import deploy, operation
 from pyinfra.operations import apt, files, systemd
@@ -32,7 +34,7 @@ from tasks.common import project_file, render
 from tasks.model import Cluster
 from tasks.operations import config_absent, config_file, restart_checked
 from tasks.packages import first_install, packages_at_once, packages_for
-from tasks.platform import ACCOUNTING_STORAGE_TYPE, CGROUP_CONF, GRES_CONF, PATHS
+from tasks.platform import ACCOUNTING_STORAGE_TYPE, CGROUP_CONF, GRES_CONF, HEALTH_CHECK_PROGRAM, HEALTH_CHECK_REASON, PATHS, PRIVATE_DIR
 from tasks.slurm_rollout import (
     APPLIED_MARK, SLURMCTLD_UP, Rollout, Written, controller_apply, decide_how_to_apply, oldest_platform,
     reconfigure_checked, rejected_change_report, resume_nodes_drained_by_rollout, roll_back_slurm_config,
@@ -41,13 +43,24 @@ from tasks.slurm_rollout import (
 from tasks.slurm_status import STOPPED_STATES, base_state, node_states
 
 SLURMD_DROP_IN = "/etc/systemd/system/slurmd.service.d/pgs-killmode.conf"
+HEALTH_CHECK_CONF = f"{PRIVATE_DIR}/node-health.conf"
 SLURMD_MOUNTS_DROP_IN = "/etc/systemd/system/slurmd.service.d/pgs-shared-fs.conf"
 SLURMD_MOUNTS_TEXT = ("# Managed by pyinfra-galaxy-slurm: slurmd starts once Galaxy's shared directory is mounted.\n"
                       "[Unit]\nRequiresMountsFor={path}\n")
 
 
 def render_slurm_conf(cluster: Cluster) -> str:
-    return render("slurm.conf.j2", cluster=cluster, paths=PATHS, accounting_storage_type=ACCOUNTING_STORAGE_TYPE)
+    return render("slurm.conf.j2", cluster=cluster, paths=PATHS, accounting_storage_type=ACCOUNTING_STORAGE_TYPE,
+                  health_check_program=HEALTH_CHECK_PROGRAM)
+
+
+def render_health_check_conf(cluster: Cluster) -> str:
+    marker, text = cluster.shared_marker
+    return ("# What pgs-node-health checks on this node (pyinfra-galaxy-slurm; overwritten by the deploy).\n"
+            f"SHARED_DIR={shlex.quote(cluster.galaxy.root)}\nVENV={shlex.quote(cluster.galaxy.venv)}\n"
+            f"VENV_PYTHON={shlex.quote(cluster.galaxy.python)}\n"
+            f"MARKER={shlex.quote(marker)}\n"
+            f"MARKER_TEXT={shlex.quote(text)}\nREASON_PREFIX={shlex.quote(HEALTH_CHECK_REASON)}\n")
 
 
 def render_cgroup_conf(cluster: Cluster) -> str | None:
@@ -84,6 +97,17 @@ def install_slurm(cluster: Cluster) -> None:
         return bool(Rollout.controller_changed)
 
     files.directory(name="Slurm configuration directory", path=config_dir, user="root", group="root", mode="0755")
+    # The health check slurm.conf names is on every compute host before any slurm.conf names it.
+    health_check = bool(cluster.health_check_interval)
+    files.directory(name="The deploy's private directory (0700 root)", path=PRIVATE_DIR, user="root", group="root",
+                    mode="0700", _if=lambda: is_compute and health_check)
+    files.put(name=f"Node health check {HEALTH_CHECK_PROGRAM} (drains a node whose Galaxy shared directory is gone)",
+              src=project_file("pgs-node-health"), dest=HEALTH_CHECK_PROGRAM, user="root", group="root", mode="0755",
+              _if=lambda: is_compute and health_check)
+    if health_check:
+        config_file(name=f"What the node health check checks ({HEALTH_CHECK_CONF})",
+                    content=render_health_check_conf(cluster), dest=HEALTH_CHECK_CONF, mode="0600",
+                    _if=lambda: is_compute)
 
     # 1. The controller (every host on a first install): configuration, packages, slurmctld;
     # how to apply a change.

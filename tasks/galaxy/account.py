@@ -8,11 +8,13 @@ host and the Galaxy root is shared: over NFS from the Galaxy host
 
 from __future__ import annotations
 
+from io import StringIO
+
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
 
-from tasks.checks import file_present
+from tasks.checks import ready_for_galaxy_jobs
 from tasks.model import Cluster, ClusterHost, Galaxy
 
 NFS_OPTIONS = "rw,sync,no_subtree_check"
@@ -42,7 +44,18 @@ def prepare_galaxy_hosts(cluster: Cluster) -> None:
     elif "compute" in me.roles:
         if galaxy.shared_fs == "nfs":
             _mount_galaxy_root(galaxy)
-        file_present(name=f"Galaxy's shared {galaxy.root} is here", path=f"{galaxy.root}/.")
+
+    # Every host runs both in this order (gated with _if): an operation only some hosts ran
+    # would let pyinfra run the compute hosts' check before the Galaxy host wrote the marker.
+    marker, text = cluster.shared_marker
+    is_galaxy_host = me == galaxy.host
+    files.put(name=f"Marker of the shared directory ({marker}): every compute host must read it",
+              src=StringIO(text + "\n"), dest=marker, user=galaxy.user, group=galaxy.user, mode="0644",
+              _if=lambda: is_galaxy_host)
+    ready_for_galaxy_jobs(name=f"Ready for Galaxy's jobs: the shared {galaxy.root} (the Galaxy host's marker read), "
+                               "Galaxy's venv and job directory",
+                          root=galaxy.root, marker=marker, text=text, user=galaxy.user, venv=galaxy.venv, python_version=galaxy.python,
+                          job_dir=galaxy.job_working_directory, _if=lambda: "compute" in me.roles and not is_galaxy_host)
 
 
 def _nfs_clients(cluster: Cluster, galaxy: Galaxy) -> list[ClusterHost]:

@@ -57,6 +57,15 @@ class Cluster:
     accounting: Accounting | None = None  # None: slurm_accounting is off
     backups: Backups | None = None  # None: no scheduled backups
     replaced_files_keep_days: int | None = 30  # None: the deploy's *.pgs-backup copies are kept
+    health_check_interval: int = 0  # s; 0: no node health check (always 0 without Galaxy)
+
+    @property
+    def shared_marker(self) -> tuple[str, str] | None:
+        """(path, first line) of the file the Galaxy host writes in its shared directory and every compute
+        host must read the same: a node that does not is not sharing Galaxy's directory (None: no Galaxy)."""
+        if self.galaxy is None:
+            return None
+        return f"{self.galaxy.root}/.pgs-shared", f"pyinfra-galaxy-slurm: Galaxy's shared directory of cluster {self.name}"
     warnings: tuple[str, ...] = ()
 
     @property
@@ -185,6 +194,11 @@ def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any],
     accounting = accounting_from(config, hosts, cluster_hosts, problems)
     backups = backups_from(config, problems)
     keep_days = replaced_files_keep_days(config["replaced_files_keep_days"], problems)
+    interval = config["slurm_health_check_interval"]
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 0:
+        problems.append(f"slurm_health_check_interval: {interval!r} is not a number of seconds (0 or more); "
+                        "give e.g. 300, or 0 for no health check")
+        interval = 0
     galaxy = galaxy_from(hosts, cluster_hosts, config["deploy_galaxy"], problems)
     if galaxy and not any(p.startswith(("galaxy_handlers", "galaxy_job_workers")) for p in problems):
         # The job_conf.xml Galaxy would get, checked as Galaxy needs it.
@@ -224,5 +238,6 @@ def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any],
         accounting=accounting,
         backups=backups,
         replaced_files_keep_days=keep_days,
+        health_check_interval=interval if galaxy is not None else 0,
         warnings=tuple(warnings),
     )

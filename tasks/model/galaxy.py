@@ -126,6 +126,11 @@ class Galaxy:
         return f"{self.root}/data"
 
     @property
+    def job_working_directory(self) -> str:
+        """galaxy.yml's job_working_directory: on the shared filesystem, written by jobs on every node."""
+        return f"{self.data_dir}/jobs"
+
+    @property
     def log_dir(self) -> str:
         return f"{self.root}/log"
 

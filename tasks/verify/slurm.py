@@ -13,6 +13,7 @@ from tasks.checks import SHARE_DIR, BoundedWait, CheckFailed, report
 from tasks.common import project_file
 from tasks.model import Cluster
 from tasks.operations import fail, run
+from tasks.platform import HEALTH_CHECK_PROGRAM, HEALTH_CHECK_REASON
 from tasks.slurm_status import NodeStatus, job_record, node_states, node_table
 
 VERIFY_SCRIPT = f"{SHARE_DIR}/slurm-verify.sbatch"
@@ -87,10 +88,13 @@ def _nodes_healthy(node_names: list[str]) -> dict[str, NodeStatus]:
         for name in node_names if health[name] != "healthy"
     )
     _, listing = run("sinfo --list-reasons --long")
-    raise CheckFailed(
-        f"nodes not healthy: {not_healthy}\n{listing}\nOnce the cause is fixed, re-run with "
-        "`--data slurm_resume_nodes=true` (or set it in group_data/all.py) to resume DOWN or DRAINED nodes."
-    )
+    if all(reason.get(name, "").startswith(HEALTH_CHECK_REASON) for name in node_names if health[name] != "healthy"):
+        way_back = (f"the node health check ({HEALTH_CHECK_PROGRAM}) resumes a node it drained once what it names is "
+                    "back (within slurm_health_check_interval); then re-run.")
+    else:
+        way_back = ("re-run with `--data slurm_resume_nodes=true` (or set it in group_data/all.py) to resume DOWN or "
+                    "DRAINED nodes.")
+    raise CheckFailed(f"nodes not healthy: {not_healthy}\n{listing}\nOnce the cause is fixed, {way_back}")
 
 
 def _busy(nodes: list[NodeStatus]) -> str:

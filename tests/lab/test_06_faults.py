@@ -252,3 +252,35 @@ def test_munged_that_cannot_start_is_shown_with_its_own_reason(first_deploy, dep
     credential = lab_host(CONTROLLER).check_output("munge -n")
     assert "Success (0)" in node.check_output(f"echo {credential} | unmunge")
     assert deploy().changes == 0
+
+
+@ON_DEBIAN_12_ONLY  # release-independent (the deploy's check and a shell script): the sudo-user lab
+def test_node_without_galaxys_shared_directory_is_named_and_drained_not_job_conf(first_deploy, deploy, lab_host):
+    """A compute host whose /srv/galaxy is an empty filesystem (a reboot whose network mount failed):
+    the run fails naming the node and what is missing, the node is drained by its own health check
+    (pgs-node-health, slurm.conf's HealthCheckProgram) so no job lands there, job_conf.xml is neither
+    blamed nor rolled back; once the directory is back the health check resumes the node."""
+    node, controller = COMPUTE_NAMES[0], lab_host(CONTROLLER)
+    job_conf = controller.file("/srv/galaxy/config/job_conf.xml").content_string
+    assert "HealthCheckProgram=/usr/local/sbin/pgs-node-health" in controller.file("/etc/slurm/slurm.conf").content_string
+    lab_host(node).check_output("mount -t tmpfs pgs-test-empty /srv/galaxy")
+    try:
+        run = deploy()
+    finally:
+        lab_host(node).check_output("umount /srv/galaxy")
+    drained = controller.check_output(f"sinfo --noheader --Node --nodes={node} --format='%T|%E'")
+    lab_host(node).check_output("/usr/local/sbin/pgs-node-health")  # what slurmd runs every HealthCheckInterval
+    deadline = time.monotonic() + 60
+    while (state := controller.check_output(f"sinfo --noheader --Node --nodes={node} --format='%T'")) != "idle":
+        assert time.monotonic() < deadline, f"{node} still {state} after its directory came back"
+        time.sleep(2)
+    assert run.returncode != 0
+    assert (f"node {node}: /srv/galaxy is not the Galaxy host's shared directory (/srv/galaxy/.pgs-shared, written "
+            "there by this run, is not read here)") in run.log, run.log[-4000:]
+    assert f"{node}=drain (pgs-health: /srv/galaxy is not the Galaxy host's shared directory" in run.log
+    assert drained.startswith("drained|pgs-health: /srv/galaxy is not the Galaxy host's shared directory"), drained
+    assert "Galaxy's job configuration failed its verification" not in run.log
+    assert "the node health check (/usr/local/sbin/pgs-node-health) resumes a node it drained" in run.log
+    # No host was left to write pyinfra's result (the single compute host drained): the log tells.
+    assert not [line for line in run.log.splitlines() if "job_conf" in line and "roll" in line.lower()]
+    assert controller.file("/srv/galaxy/config/job_conf.xml").content_string == job_conf

@@ -90,6 +90,44 @@ own = json.load(open("/etc/pyinfra-galaxy-slurm/galaxy-admin.json"))["api_key"]
 print(json.dumps({"bootstrap": status(bootstrap), "own": status(own)}))
 """
 
+# Uploads as the verification user across a PostgreSQL restart (argv: the restart command, the
+# peak-connections query): submitted, PostgreSQL restarted while they are queued or running, then
+# waited for (an API call that meets the restart is retried). Prints {"states", "peak", "first_request"
+# (the HTTP status of the first API request after the restart), "seconds"}.
+ACROSS_RESTART = """
+import json, subprocess, sys, time, urllib.error, urllib.request
+from bioblend.galaxy import GalaxyInstance
+key = json.load(open("/etc/pyinfra-galaxy-slurm/galaxy-verify-user.json"))["api_key"]
+gi = GalaxyInstance("http://127.0.0.1", key=key)
+def connections():
+    out = subprocess.run(["sh", "-c", sys.argv[2]], capture_output=True, text=True).stdout.strip()
+    return int(out) if out.isdigit() else 0
+history = gi.histories.create_history("pgs lab test: PostgreSQL restart")["id"]
+datasets = [gi.tools.paste_content(f"across a restart {n}\\n", history, file_name=f"r{n}.txt")["outputs"][0]["id"]
+            for n in range(3)]
+peak = connections()
+started = time.monotonic()
+subprocess.run(["sh", "-c", sys.argv[1]], check=True)
+# The first API request after the restart: a pooled connection it meets is dead (500 unless tested first).
+request = urllib.request.Request("http://127.0.0.1/api/histories", headers={"x-api-key": key})
+try:
+    first_request = urllib.request.urlopen(request, timeout=60).status
+except urllib.error.HTTPError as error:
+    first_request = error.code
+states, deadline = {}, time.monotonic() + 300
+while time.monotonic() < deadline and not all(states.get(d) in ("ok", "error", "failed_metadata", "paused") for d in datasets):
+    for d in datasets:
+        try:
+            states[d] = gi.datasets.show_dataset(d)["state"]
+        except Exception as error:  # the API's own database connection met the restart
+            states[d] = f"api: {type(error).__name__}"
+    peak = max(peak, connections())
+    time.sleep(1)
+gi.histories.delete_history(history, purge=True)
+print(json.dumps({"states": [states.get(d) for d in datasets], "peak": peak, "first_request": first_request,
+                  "seconds": round(time.monotonic() - started, 1)}))
+"""
+
 
 @pytest.fixture(scope="module")
 def galaxy(lab_inventory, first_deploy) -> GalaxyJobs:
@@ -114,6 +152,27 @@ def test_postgresql_in_use(galaxy):
     users = int(galaxy.ssh(PSQL + shlex.quote("SELECT count(*) FROM galaxy_user")).strip())
     assert users >= 1  # the verification user, made by the deploy through Galaxy on PostgreSQL
     assert "psycopg2" in galaxy.ssh("/srv/galaxy/venv/bin/pip list --format=freeze")
+    # Every connection Galaxy's 4 processes can open (x (5 + 10)) fits PostgreSQL's default of 100.
+    assert galaxy.ssh("runuser -u postgres -- psql -XAtc 'SHOW max_connections'").strip() == "100"
+    assert "max_connections = 100" in galaxy.ssh("cat /etc/postgresql/15/main/conf.d/pgs-galaxy.conf")
+    config = galaxy.ssh("cat /srv/galaxy/config/galaxy.yml")
+    assert "database_engine_option_pool_size: 5" in config and "database_engine_option_pool_pre_ping: true" in config
+
+
+def test_galaxy_jobs_in_flight_survive_a_postgresql_restart(galaxy):
+    """Debian restarts PostgreSQL on a security update (galaxy#12162): Galaxy's processes
+    reconnect (pool_pre_ping: the first API request after it answers) and the jobs queued or
+    running meanwhile end ok."""
+    restart = "systemctl restart postgresql@15-main"
+    in_use = "runuser -u postgres -- psql -XAtc \"SELECT count(*) FROM pg_stat_activity WHERE usename = 'galaxy'\""
+    result = json.loads(galaxy.ssh(f"{VENV_PYTHON} -c {shlex.quote(ACROSS_RESTART)} {shlex.quote(restart)} "
+                                   f"{shlex.quote(in_use)}", timeout=420).strip().splitlines()[-1])
+    assert result["states"] == ["ok"] * 3, result
+    # Measured without pool_pre_ping: 500 (the web worker's pooled connection was dead), then 200.
+    assert result["first_request"] == 200, result
+    assert 0 < result["peak"] <= 60, result  # 4 processes x (pool 5 + overflow 10)
+    NOTES.append(f"test_12 PostgreSQL restart: 3 uploads in flight ended ok {result['seconds']} s after it; "
+                 f"Galaxy's connections at peak {result['peak']} of max_connections 100")
 
 
 def test_bootstrap_key_retired_after_the_first_run(galaxy):

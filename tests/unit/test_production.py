@@ -130,3 +130,42 @@ def test_postgresql_by_release():
     from tasks.platform import platform_for
 
     assert (platform_for("bookworm", None).postgresql, platform_for("trixie", None).postgresql) == ("15", "17")
+
+
+def test_postgresql_admits_every_connection_galaxys_processes_can_open():
+    """Each Galaxy process (gunicorn's master and worker, each handler) has a pool of pool_size +
+    max_overflow connections; max_connections keeps PostgreSQL's 100 until they need more."""
+    from tasks.database import render_postgresql_settings
+
+    default = galaxy_of().database.connections
+    assert (default.processes, default.galaxy, default.needed, default.postgresql_max_connections) == (4, 60, 73, 100)
+    assert default.summary(True) == ("Galaxy's database connections: at most 60 (4 processes x (pool 5 + overflow 10)) "
+                                     "of PostgreSQL's max_connections 100 (10 kept for backups and admins, 3 for superusers)")
+    many = galaxy_of(galaxy_handlers=8).database.connections
+    assert (many.galaxy, many.postgresql_max_connections) == (150, 163)
+    assert galaxy_of(galaxy_handlers=8, galaxy_database_max_overflow=0).database.connections.postgresql_max_connections == 100
+    assert galaxy_of(postgresql_max_connections=200).database.connections.postgresql_max_connections == 200
+    assert render_postgresql_settings(163).endswith("\nmax_connections = 163\n")
+    config = yaml.safe_load(render("galaxy.yml.j2", galaxy=galaxy_of(galaxy_database_pool_size=8), secrets=SECRETS,
+                                   bootstrap=False))["galaxy"]
+    assert (config["database_engine_option_pool_size"], config["database_engine_option_max_overflow"]) == (8, 10)
+    assert config["database_engine_option_pool_pre_ping"] is True
+    sqlite = galaxy_of(galaxy_database="sqlite", galaxy_handlers=1)
+    assert "pool" not in render("galaxy.yml.j2", galaxy=sqlite, secrets=SECRETS, bootstrap=False)
+
+
+def test_connection_settings_galaxy_could_exceed_are_refused_with_the_numbers():
+    (problem,) = problems_of(postgresql_max_connections=60)
+    assert problem == (
+        "postgresql_max_connections: 60 is fewer than Galaxy's processes can open: 4 processes (gunicorn's master and "
+        "worker, 2 job handlers) x (pool 5 + overflow 10) = 60, plus 10 for backups and admins and PostgreSQL's 3 "
+        "reserved = 73; set it to at least 73 (or leave it unset: computed), or lower galaxy_database_pool_size, "
+        "galaxy_database_max_overflow or galaxy_handlers")
+    (problem,) = problems_of(postgresql_max_connections=100, galaxy_database_url="postgresql://g:pw@db/galaxy")
+    assert problem.startswith("postgresql_max_connections: applies to the Galaxy host's own PostgreSQL") and "pw" not in problem
+    assert problems_of(galaxy_database_pool_size=0) == ["galaxy_database_pool_size: 0 is not a positive whole number"]
+    assert problems_of(galaxy_database_max_overflow=-1) == [
+        "galaxy_database_max_overflow: -1 is not a whole number of 0 or more"]
+    (problem,) = problems_of(galaxy_config_extra={"database_engine_option_pool_size": 20})
+    assert problem == ("galaxy_config_extra: 'database_engine_option_pool_size' is the deploy's to write; "
+                       "use galaxy_database_pool_size instead")

@@ -158,3 +158,16 @@ def test_turning_accounting_on_restarts_slurmctld_with_slurmdbds_cluster_id():
     assert f"mv -f {CLUSTER_ID_FILE} {CLUSTER_ID_FILE}." in joining and joining.index("mv -f") < joining.index("systemctl restart")
     assert "clustername" not in controller_apply("restart", ["/etc/slurm/slurm.conf"])
     assert CLUSTER_ID_FILE == f"{PATHS.state_save}/clustername"
+
+
+def test_node_health_check_with_galaxy_only():
+    from tasks.slurm import render_health_check_conf
+    cluster = build_cluster(small_cluster(1, galaxy=CLI_RUNNER), {})
+    conf = settings_of(render_slurm_conf(cluster))
+    assert conf["HealthCheckProgram"] == ["/usr/local/sbin/pgs-node-health"]
+    assert conf["HealthCheckInterval"] == ["300"] and conf["HealthCheckNodeState"] == ["ANY"]
+    health = render_health_check_conf(cluster)
+    assert "MARKER=/srv/galaxy/.pgs-shared\n" in health and "REASON_PREFIX=pgs-health:\n" in health and "VENV=/srv/galaxy/venv\n" in health
+    assert "MARKER_TEXT='pyinfra-galaxy-slurm: Galaxy'\"'\"'s shared directory of cluster galaxy'" in health
+    assert "HealthCheckProgram" not in render_slurm_conf(build_cluster(small_cluster(1), {"deploy_galaxy": False}))
+    assert "HealthCheckProgram" not in render_slurm_conf(build_cluster(small_cluster(1), {"slurm_health_check_interval": 0}))
