@@ -113,15 +113,18 @@ def test_node_healthy(compute_host, cluster, sinfo_nodes, controller):
 
 
 def test_node_has_what_slurm_conf_gives_it(compute_host, cluster):
-    """slurmd finds at least the CPUs, memory and GRES slurm.conf gives the node (slurmd -C, slurmd -G);
-    a node offered more than it has is drained by slurmctld when it registers"""
+    """slurmd finds at least the CPUs, cores, threads, memory and GRES slurm.conf gives the node (slurmd -C,
+    slurmd -G); a node offered more than it has is drained by slurmctld when it registers"""
     name = cluster.host(compute_host.name).node_name
     node = next((n for n in cluster.nodes if n.name == name), None)
     assert node is not None, f"node {name} is not in the deploy's slurm.conf"
     found = parse_slurmd_hardware(compute_host.host.check_output("slurmd -C"))
     assert found, f"slurmd -C on {compute_host.name} printed no NodeName line"
     problems = [f"{key} {getattr(node, key)} in slurm.conf, slurmd finds {found[key]}"
-                for key in ("cpus", "real_memory") if getattr(node, key) > found[key]]
+                for key in ("cpus", "threads_per_core", "real_memory") if getattr(node, key) > found[key]]
+    cores, found_cores = node.sockets * node.cores_per_socket, found["sockets"] * found["cores_per_socket"]
+    if cores > found_cores:  # slurmctld compares sockets x cores ("Low socket*core count")
+        problems.append(f"{cores} cores (sockets x cores_per_socket) in slurm.conf, slurmd finds {found_cores}")
     if node.gres:
         offered = {(g.name, g.type): g.count for g in parse_slurmd_gres(compute_host.host.run("slurmd -G 2>&1").stdout)}
         problems += [f"Gres {g.spec} in slurm.conf, slurmd finds {offered.get((g.name, g.type), 0)}"

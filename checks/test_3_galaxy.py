@@ -9,6 +9,7 @@ import pytest
 
 from tasks.galaxy.config import SUPERVISOR_GROUP
 from tasks.model.jobconf import runner_plugins
+from tasks.platform import HEALTH_CHECK_CONF, HEALTH_CHECK_PROGRAM
 
 
 def _as_galaxy(galaxy, command: str, env: dict[str, str] | None = None) -> str:
@@ -42,6 +43,17 @@ def test_compute_host_sees_galaxy_root(compute_host, galaxy):
     assert host.file(f"{galaxy.venv}/bin/python").exists, f"{galaxy.venv}/bin/python is missing: {galaxy.root} is not shared here"
     jobs = f"{galaxy.data_dir}/jobs"
     assert host.run(_as_galaxy(galaxy, f"test -w {jobs}")).rc == 0, f"{galaxy.user} cannot write {jobs}"
+
+
+def test_node_health_check_installed(compute_host, galaxy, cluster):
+    """slurm.conf's HealthCheckProgram is here (root's, 0755) with what it checks (0600 root)"""
+    if not cluster.health_check_interval:
+        pytest.skip("slurm_health_check_interval = 0: no node health check")
+    host = compute_host.host
+    for path, mode in ((HEALTH_CHECK_PROGRAM, 0o755), (HEALTH_CHECK_CONF, 0o600)):
+        found = host.file(path)
+        assert found.exists, f"{path} is missing: slurmd's health check would fail; re-run the deploy"
+        assert (found.user, found.mode) == ("root", mode), f"{path} is {found.user}'s, mode {found.mode:o}, not root's {mode:o}"
 
 
 def test_supervisor_runs_galaxy(galaxy_host, galaxy):

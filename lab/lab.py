@@ -12,7 +12,7 @@ no cluster entries in /etc/hosts, no Slurm. They share one directory, bound at
     lab.py up [--nodes N] [--release bookworm|trixie] [--ssh-user NAME] [--drmaa-tarball PATH]   idempotent
     lab.py down [--purge-cache]                          removes all it made
     lab.py stop HOST / start HOST                        power a host off / on
-    lab.py reboot HOST                                   a clean reboot: systemd stops every unit, boots again
+    lab.py reboot HOST                                   a reboot: systemd's shutdown (cut after STOP_TIMEOUT), boot
     lab.py runner [--drmaa-tarball PATH | --cli]         show / change the lab's Galaxy job runner
     lab.py status                                        its hosts and its Galaxy job runner
 

@@ -24,11 +24,11 @@ from pyinfra.operations import files, server, systemd
 from tasks.common import project_file
 from tasks.model import Cluster, ClusterHost
 from tasks.model.database import DATABASE_NAME
-from tasks.operations import BACKUP_SUFFIX, RUN_STAMP, config_file, fail, run
+from tasks.operations import BACKUP_MARK, RUN_STAMP, STAMP_FORMAT, config_file, fail, run
 from tasks.platform import MUNGE_KEY, NGINX_SITE, PATHS, PRIVATE_DIR, SUPERVISOR_CONF
 
 # Where the deploy leaves `<file>.<time>.pgs-backup` copies of what it replaced (tasks.operations).
-STAMPED_COPY = re.compile(r"\.(\d{8}T\d{6})\.pgs-backup$")
+STAMPED_COPY = re.compile(r"\.(\d{8}T\d{6})" + re.escape(BACKUP_MARK) + "$")
 
 BACKUP_SCRIPT = "/usr/local/sbin/pgs-backup"
 BACKUP_CONF = f"{PRIVATE_DIR}/backup.conf"
@@ -103,7 +103,7 @@ def expired_copies(paths: list[str], keep_days: int, now: float) -> list[str]:
         stamp = STAMPED_COPY.search(path)
         if not stamp or stamp[1] == RUN_STAMP:
             continue
-        made = time.mktime(time.strptime(stamp[1], "%Y%m%dT%H%M%S"))
+        made = time.mktime(time.strptime(stamp[1], STAMP_FORMAT))
         if now - made > keep_days * 86400:
             expired.append(path)
     return sorted(expired)
@@ -115,7 +115,7 @@ def prune_replaced_files(dirs: list[str], keep_days: int):
     if not host.state.is_executing:
         return
     quoted = " ".join(shlex.quote(d) for d in dirs)
-    _, found = run(f"find {quoted} -maxdepth 1 -name '*{BACKUP_SUFFIX[-11:]}' 2>/dev/null || true")
+    _, found = run(f"find {quoted} -maxdepth 1 -name '*{BACKUP_MARK}' 2>/dev/null || true")
     expired = expired_copies(found.split(), keep_days, time.time())
     if expired:
         yield "rm -rf " + " ".join(shlex.quote(p) for p in expired)
@@ -138,8 +138,6 @@ def install_backups(cluster: Cluster) -> None:
             files.file(name=f"No {path}", path=path, present=False)
         return
     calendar_accepted(name=f"systemd takes backup_schedule {cluster.backups.schedule!r}", schedule=cluster.backups.schedule)
-    files.directory(name="The deploy's private directory (0700 root)", path=PRIVATE_DIR, user="root", group="root",
-                    mode="0700")
     files.put(name=f"Backup script {BACKUP_SCRIPT}", src=project_file("pgs-backup"), dest=BACKUP_SCRIPT,
               user="root", group="root", mode="0755")
     config_file(name=f"What this host backs up ({BACKUP_CONF}, 0600 root)",

@@ -19,7 +19,8 @@ from tasks.platform import POLICY_MARKER, POLICY_RC_D
 _PROFILE_COMMAND = r"""
 echo "hostname=$(uname -n)"
 echo "cpus=$(getconf _NPROCESSORS_ONLN)"
-lscpu -p=SOCKET,CORE 2>/dev/null | grep -v '^#' | sed 's/^/cpu=/'
+lscpu -p=CPU,SOCKET,CORE 2>/dev/null | grep -v '^#' | sed 's/^/cpu=/'
+echo "performance_cpus=$(cat /sys/devices/cpu_core/cpus 2>/dev/null)"
 awk '/^MemTotal:/ {print "memory_kb=" $2}' /proc/meminfo
 . /etc/os-release 2>/dev/null; echo "codename=${VERSION_CODENAME:-}"
 echo "slurm_version=$(dpkg-query -W -f='${Version}' slurm-client 2>/dev/null)"
@@ -46,8 +47,7 @@ class HostProfile(FactBase[HostFacts]):
 def parse_host_profile(lines: list[str]) -> HostFacts:
     values: dict[str, str] = {}
     accounts: dict[str, dict[str, int]] = {"user": {}, "group": {}}
-    cpu_topology: set[tuple[str, str]] = set()
-    logical_cpus = 0
+    online: dict[int, tuple[str, str]] = {}  # online CPU -> (socket, core), as lscpu -p lists them
     for line in lines:
         key, _, value = line.strip().partition("=")
         if key in accounts:
@@ -55,20 +55,22 @@ def parse_host_profile(lines: list[str]) -> HostFacts:
             if number.isdigit():
                 accounts[key][name] = int(number)
         elif key == "cpu":
-            socket, core = value.split(",")[:2]
-            cpu_topology.add((socket, core))
-            logical_cpus += 1
+            cpu, socket, core = (value.split(",") + ["", ""])[:3]
+            if cpu.isdigit():
+                online[int(cpu)] = (socket, core)
         else:
             values[key] = value
-    cpus = int(values.get("cpus") or logical_cpus or 1)
-    sockets = len({socket for socket, _ in cpu_topology}) or 1
-    cores = len(cpu_topology) or cpus
+    cpus, sockets, cores_per_socket, threads_per_core = cpu_layout(list(online.values()), int(values.get("cpus") or 0))
+    performance = cpu_list(values.get("performance_cpus", ""))
+    performance_cores = (cpu_layout([online[cpu] for cpu in sorted(performance) if cpu in online])
+                         if performance and performance != set(online) else None)
     return HostFacts(
         hostname=values["hostname"],
         cpus=cpus,
         sockets=sockets,
-        cores_per_socket=max(cores // sockets, 1),
-        threads_per_core=max(cpus // cores, 1),
+        cores_per_socket=cores_per_socket,
+        threads_per_core=threads_per_core,
+        performance_cores=performance_cores,
         # What `slurmd -C` reports as RealMemory: MemTotal in MiB, rounded down.
         memory_mb=int(values.get("memory_kb") or 0) // 1024,
         codename=values.get("codename", ""),
@@ -80,6 +82,27 @@ def parse_host_profile(lines: list[str]) -> HostFacts:
         users=accounts["user"],
         groups=accounts["group"],
     )
+
+
+def cpu_layout(cpus: list[tuple[str, str]], count: int = 0) -> tuple[int, int, int, int]:
+    """(cpus, sockets, cores_per_socket, threads_per_core) of online CPUs given as (socket, core) pairs,
+    counted as slurmd counts them (src/slurmd/common/xcpuinfo.c): sockets holding them, then threads
+    per core = CPUs / cores and cores per socket = cores / sockets, each rounded down. `count`: the
+    CPU count when lscpu listed none."""
+    total = len(cpus) or count or 1
+    sockets = len({socket for socket, _ in cpus}) or 1
+    cores = len(set(cpus)) or total
+    return total, sockets, max(cores // sockets, 1), max(total // cores, 1)
+
+
+def cpu_list(text: str) -> set[int]:
+    """A kernel CPU list ("0-7,16-23") as a set of CPU numbers; empty when there is none."""
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        first, _, last = part.partition("-")
+        if first.isdigit() and (not last or last.isdigit()):
+            cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
 
 
 def _cgroup_writable(values: dict[str, str]) -> bool:

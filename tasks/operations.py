@@ -33,8 +33,10 @@ from pyinfra.operations import files
 
 # One timestamp for the whole run: every backup of a run has the same suffix,
 # which is how a rollback finds the files this run replaced.
-RUN_STAMP = time.strftime("%Y%m%dT%H%M%S")
-BACKUP_SUFFIX = f".{RUN_STAMP}.pgs-backup"
+STAMP_FORMAT = "%Y%m%dT%H%M%S"
+RUN_STAMP = time.strftime(STAMP_FORMAT)
+BACKUP_MARK = ".pgs-backup"  # how every copy the deploy keeps of what it replaced ends
+BACKUP_SUFFIX = f".{RUN_STAMP}{BACKUP_MARK}"
 LOG_TAIL_LINES = 40
 
 

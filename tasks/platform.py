@@ -71,6 +71,12 @@ class Platform:
         return "/etc/slurm" if self.slurm_index >= release_index("20.11") else "/etc/slurm-llnl"
 
     @property
+    def slurmd_leaves_out_efficiency_cores(self) -> bool:
+        """From 23.11 slurmd describes an Intel hybrid CPU by its performance cores only
+        (xcpuinfo.c `_remove_ecores`; SlurmdParameters=allow_ecores keeps the others)."""
+        return self.slurm_index >= release_index("23.11")
+
+    @property
     def has_cons_res(self) -> bool:
         return self.slurm_index < release_index("23.11")
 
@@ -161,6 +167,7 @@ NGINX_SITE = "/etc/nginx/sites-available/galaxy"
 HEALTH_CHECK_PROGRAM = "/usr/local/sbin/pgs-node-health"  # slurm.conf HealthCheckProgram (files/pgs-node-health)
 # How the health check's drain reasons begin: it resumes only the nodes it drained itself.
 HEALTH_CHECK_REASON = "pgs-health:"
+HEALTH_CHECK_CONF = f"{PRIVATE_DIR}/node-health.conf"  # what it checks on a node (0600 root)
 
 # Packages a host needs, by role. Recommends are not installed: on Debian they pull
 # in every optional Slurm plugin (hdf5, rsmi, mysql, ...) that a role does not use.

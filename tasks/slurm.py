@@ -34,7 +34,7 @@ from tasks.common import project_file, render
 from tasks.model import Cluster
 from tasks.operations import config_absent, config_file, restart_checked
 from tasks.packages import first_install, packages_at_once, packages_for
-from tasks.platform import ACCOUNTING_STORAGE_TYPE, CGROUP_CONF, GRES_CONF, HEALTH_CHECK_PROGRAM, HEALTH_CHECK_REASON, PATHS, PRIVATE_DIR
+from tasks.platform import ACCOUNTING_STORAGE_TYPE, CGROUP_CONF, GRES_CONF, HEALTH_CHECK_CONF, HEALTH_CHECK_PROGRAM, HEALTH_CHECK_REASON, PATHS
 from tasks.slurm_rollout import (
     APPLIED_MARK, SLURMCTLD_UP, Rollout, Written, controller_apply, decide_how_to_apply, oldest_platform,
     reconfigure_checked, rejected_change_report, resume_nodes_drained_by_rollout, roll_back_slurm_config,
@@ -43,7 +43,6 @@ from tasks.slurm_rollout import (
 from tasks.slurm_status import STOPPED_STATES, base_state, node_states
 
 SLURMD_DROP_IN = "/etc/systemd/system/slurmd.service.d/pgs-killmode.conf"
-HEALTH_CHECK_CONF = f"{PRIVATE_DIR}/node-health.conf"
 SLURMD_MOUNTS_DROP_IN = "/etc/systemd/system/slurmd.service.d/pgs-shared-fs.conf"
 SLURMD_MOUNTS_TEXT = ("# Managed by pyinfra-galaxy-slurm: slurmd starts once Galaxy's shared directory is mounted.\n"
                       "[Unit]\nRequiresMountsFor={path}\n")
@@ -99,8 +98,6 @@ def install_slurm(cluster: Cluster) -> None:
     files.directory(name="Slurm configuration directory", path=config_dir, user="root", group="root", mode="0755")
     # The health check slurm.conf names is on every compute host before any slurm.conf names it.
     health_check = bool(cluster.health_check_interval)
-    files.directory(name="The deploy's private directory (0700 root)", path=PRIVATE_DIR, user="root", group="root",
-                    mode="0700", _if=lambda: is_compute and health_check)
     files.put(name=f"Node health check {HEALTH_CHECK_PROGRAM} (drains a node whose Galaxy shared directory is gone)",
               src=project_file("pgs-node-health"), dest=HEALTH_CHECK_PROGRAM, user="root", group="root", mode="0755",
               _if=lambda: is_compute and health_check)

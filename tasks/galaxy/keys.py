@@ -47,10 +47,8 @@ def bootstrap_needed(galaxy: Galaxy) -> bool:
 
 
 def install_verification_tools() -> None:
-    """galaxy-verify.py and the root-only key directory (bioblend is in the deploy's own venv:
-    tasks.galaxy.python_venv_and_uv)."""
-    files.directory(name="Private directory for the Galaxy admin's and verification user's API keys", path=PRIVATE_DIR,
-                    mode="0700")
+    """galaxy-verify.py (its keys go to the deploy's private directory, made by tasks.hosts; bioblend is
+    in the deploy's own venv: tasks.galaxy.python_venv_and_uv)."""
     files.put(name="Galaxy verification script", src=project_file("galaxy-verify.py"), dest=GALAXY_VERIFY_SCRIPT, mode="0755")
 
 

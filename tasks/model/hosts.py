@@ -32,6 +32,9 @@ class HostFacts:
     policy_rc_d: str = ""  # /usr/sbin/policy-rc.d: "" none, "ours" (tasks.packages), "other"
     users: Mapping[str, int] = field(default_factory=dict)  # name -> uid
     groups: Mapping[str, int] = field(default_factory=dict)  # name -> gid
+    # An Intel hybrid CPU's performance cores alone (cpus, sockets, cores_per_socket, threads_per_core);
+    # None on every other CPU.
+    performance_cores: tuple[int, int, int, int] | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Any
 from tasks.model.hosts import InventoryHost, node_name
 from tasks.model.memory import default_reserve_mb
 from tasks.model.problems import check_name, check_unique
+from tasks.platform import platform_for
 
 NODE_OVERRIDE_KEYS = ("cpus", "sockets", "cores_per_socket", "threads_per_core", "real_memory")
 NODE_KEYS = (*NODE_OVERRIDE_KEYS, "gres")
@@ -89,13 +90,7 @@ def node_from(host: InventoryHost, problems: list[str], warnings: list[str], kno
             warnings.append(f"host {host.name} is unreachable: its slurm.conf entry is kept as it is; "
                             "re-run when it is back")
         return known
-    detected = {
-        "cpus": facts.cpus,
-        "sockets": facts.sockets,
-        "cores_per_socket": facts.cores_per_socket,
-        "threads_per_core": facts.threads_per_core,
-        "real_memory": facts.memory_mb,
-    }
+    detected = {**slurmd_layout(host, warnings), "real_memory": facts.memory_mb}
     overrides = dict(host.data.get("slurm_node") or {})
     gres = gres_from(overrides.pop("gres", ()), f"host {host.name}: slurm_node.gres", problems)
     values = dict(detected)
@@ -119,16 +114,57 @@ def node_from(host: InventoryHost, problems: list[str], warnings: list[str], kno
             problems.append(
                 f"host {host.name}: has {facts.memory_mb} MB and keeps {reserve} MB back for the system, which leaves "
                 f"nothing for jobs; give it slurm_node.real_memory (MB for jobs) or a smaller slurm_memory_reserved")
-    if "cpus" in overrides and not any(k in overrides for k in ("sockets", "cores_per_socket", "threads_per_core")):
-        # A smaller CPU count alone: describe it as one socket of single-thread cores.
-        values.update(sockets=1, cores_per_socket=values["cpus"], threads_per_core=1)
+    layout_given = [key for key in ("sockets", "cores_per_socket", "threads_per_core") if key in overrides]
     topology = values["sockets"] * values["cores_per_socket"] * values["threads_per_core"]
-    if topology != values["cpus"]:
+    cores = detected["sockets"] * detected["cores_per_socket"]
+    if "cpus" in overrides and not layout_given and values["cpus"] != detected["cpus"]:
+        # A smaller CPU count alone: one socket of single-thread cores. slurmctld drains a node with
+        # fewer cores than slurm.conf gives it, so it can have no more than the host's cores.
+        if values["cpus"] <= cores:
+            values.update(sockets=1, cores_per_socket=values["cpus"], threads_per_core=1)
+        else:
+            problems.append(
+                f"host {host.name}: slurm_node.cpus {values['cpus']} is more than the host's {cores} cores and fewer "
+                f"than its {detected['cpus']} CPUs; Slurm counts a node's cores against what slurmd finds and would "
+                f"drain it. Give cpus at most {cores} or {detected['cpus']}, or sockets, cores_per_socket and "
+                "threads_per_core as well"
+            )
+    elif layout_given and "cpus" not in overrides:
+        values["cpus"] = topology
+    elif layout_given and topology != values["cpus"]:
         problems.append(
             f"host {host.name}: slurm_node gives cpus={values['cpus']} but sockets x cores_per_socket x "
             f"threads_per_core = {topology}; make them agree"
         )
     return Node(name=node_name(host), **values, gres=gres)
+
+
+def slurmd_layout(host: InventoryHost, warnings: list[str]) -> dict[str, int]:
+    """The host's CPUs as slurmd describes them ("cpus", "sockets", "cores_per_socket",
+    "threads_per_core"; `slurmd -C`, src/slurmd/common/xcpuinfo.c): online CPUs only; an Intel hybrid
+    CPU by its performance cores only from Slurm 23.11. A layout that is no product of sockets,
+    cores and threads (CPUs taken offline, cores with unlike thread counts) is described as Slurm
+    uses it, CPUs = sockets x cores x threads: slurmctld resets a larger CPUs= to that, with an error
+    in every Slurm command (node_conf.c "CPUs=N match no Sockets, Sockets*CoresPerSocket or
+    Sockets*CoresPerSocket*ThreadsPerCore"). Either case is named in a warning, with the host's numbers."""
+    facts = host.facts
+    assert facts is not None
+    cpus, sockets, cores_per_socket, threads = facts.cpus, facts.sockets, facts.cores_per_socket, facts.threads_per_core
+    try:
+        leaves_out_efficiency_cores = platform_for(facts.codename, facts.slurm_version).slurmd_leaves_out_efficiency_cores
+    except ValueError:  # a release this deploy does not know: refused with the host's platform
+        leaves_out_efficiency_cores = False
+    if facts.performance_cores and leaves_out_efficiency_cores:
+        cpus, sockets, cores_per_socket, threads = facts.performance_cores
+        warnings.append(f"host {host.name}: a hybrid CPU; Slurm uses its performance cores only: {cpus} of its "
+                        f"{facts.cpus} CPUs (SlurmdParameters=allow_ecores would give it all)")
+    usable = sockets * cores_per_socket * threads
+    if usable != cpus:
+        warnings.append(
+            f"host {host.name}: {cpus} CPUs online in {sockets} socket(s) x {cores_per_socket} cores, which is no "
+            f"product of sockets, cores and threads per core (CPUs offline, or cores with unlike thread counts); "
+            f"Slurm schedules {usable} of them (CPUs={usable}, ThreadsPerCore={threads})")
+    return {"cpus": usable, "sockets": sockets, "cores_per_socket": cores_per_socket, "threads_per_core": threads}
 
 
 def gres_from(raw: Any, where: str, problems: list[str]) -> tuple[Gres, ...]:

@@ -18,6 +18,7 @@ from tasks.slurm_status import NodeStatus, job_record, node_states, node_table
 
 VERIFY_SCRIPT = f"{SHARE_DIR}/slurm-verify.sbatch"
 JOB_TIMEOUT = 120
+SLURMD_ANSWER_WAIT = 10  # seconds a compute host's slurmd has to answer (slurm.conf's MessageTimeout default)
 
 # Bounded waits of the Slurm check (seconds).
 # For nodes UNKNOWN or not responding to register (a restarted slurmd, a new node, a node whose munged
@@ -39,23 +40,62 @@ TEST_JOB_MEMORY_MB = 16
 CAPACITY_REASONS = ("Resources", "Priority")
 
 
+# What a process state letter of `ps -o stat` means for a daemon that does not answer (ps(1)).
+PROCESS_STATES = {
+    "T": "stopped (SIGSTOP, or a debugger holds it)",
+    "t": "stopped by a debugger",
+    "D": "waiting in the kernel (often a hung filesystem, e.g. an NFS server away)",
+    "Z": "a zombie (it exited; its parent has not reaped it)",
+}
+
+
 @operation(is_idempotent=True)
-def slurm_works(node_names: list[str], unreachable: list[str], accounting: bool = False):
+def slurmd_answers(wait: int = SLURMD_ANSWER_WAIT):
+    """Fail the host within `wait` seconds when its slurmd does not answer `scontrol show slurmd`
+    (its own RPC, as slurmctld reaches it), naming its process state and systemd's view of it.
+    slurmctld would only mark it not responding after SlurmdTimeout (300 s) and meanwhile give it jobs."""
+    if not host.state.is_executing:
+        return
+    if run(f"timeout {wait} scontrol show slurmd", timeout=wait + 5)[0]:
+        return
+    _, processes = run("ps -o pid=,stat= -C slurmd")
+    states = [line.split() for line in processes.splitlines() if len(line.split()) == 2]
+    described = "; ".join(f"pid {pid}, state {stat} ({PROCESS_STATES.get(stat[0], 'running or sleeping')})"
+                          for pid, stat in states) or "no slurmd process"
+    _, status = run("systemctl status slurmd --no-pager --lines=5 2>&1")
+    yield fail(f"node {host.name}: slurmd does not answer within {wait} s (`scontrol show slurmd`): {described}. "
+               "slurmctld would go on giving it jobs until SlurmdTimeout; restart it "
+               f"(`systemctl restart slurmd`; a state D process waits on the kernel: fix the mount first) and re-run:\n"
+               f"{status}")
+
+
+@operation(is_idempotent=True)
+def slurm_works(node_names: list[str], unreachable: list[str], accounting: bool = False,
+                host_of_node: dict[str, str] | None = None):
     """Every reachable node healthy (busy or not), srun on each one with a free CPU,
     a batch job completed with its output (with `accounting`: and `sacct` has it
     COMPLETED 0:0); on a full cluster, a batch job Slurm accepted and holds PENDING
-    for resources, then cancelled."""
+    for resources, then cancelled. A node whose host failed a check earlier in this run
+    (`host_of_node`: node name -> inventory name) is left out, as unreachable ones are: the
+    failure above names it."""
     if not host.state.is_executing:
         return
     if not node_names:
         yield fail(f"no compute node was reachable this run (unreachable: {', '.join(unreachable)})")
         return
+    failed = {failed_host.name for failed_host in host.state.failed_hosts}
+    failed_nodes = [name for name in node_names if (host_of_node or {}).get(name) in failed]
     try:
         nodes = _nodes_healthy(node_names)
+        if failed_nodes:
+            # Slurm may still take them for healthy (a slurmd that does not answer): no test job there.
+            report("no test job on " + ", ".join(failed_nodes) + " (failed above in this run)")
+            if len(failed_nodes) == len(node_names):
+                return
         capacity = BoundedWait(CAPACITY_WAIT)
-        _srun_everywhere(node_names, capacity)
+        _srun_everywhere([name for name in node_names if name not in failed_nodes], capacity)
         # Slurm may not know yet that an unreachable node is gone: keep the test job off it.
-        job_id = _batch_job([name for name in unreachable if name in nodes], capacity)
+        job_id = _batch_job([name for name in [*unreachable, *failed_nodes] if name in nodes], capacity)
         if accounting and job_id:
             report(job_accounted(job_id))
     except CheckFailed as error:
@@ -243,12 +283,18 @@ def _cancel(job_id: str) -> bool:
 
 @deploy("Verify")
 def verify_slurm(cluster: Cluster) -> None:
-    if host.name != cluster.controller.inventory_name:
-        return
-    files.put(name="Slurm test job script", src=project_file("slurm-verify.sbatch"), dest=VERIFY_SCRIPT, mode="0755")
+    # Every host runs each operation, gated with _if: the compute hosts' check must come first.
+    is_controller = host.name == cluster.controller.inventory_name
+    is_compute = host.name in {h.inventory_name for h in cluster.compute_hosts}
+    slurmd_answers(name=f"slurmd answers here within {SLURMD_ANSWER_WAIT} s (a stopped or hung slurmd is named)",
+                   _if=lambda: is_compute)
+    files.put(name="Slurm test job script", src=project_file("slurm-verify.sbatch"), dest=VERIFY_SCRIPT, mode="0755",
+              _if=lambda: is_controller)
     slurm_works(
         name="Slurm works: nodes healthy, srun on free nodes, sbatch job done (or pending on a full cluster)",
         node_names=cluster.reachable_nodes,
         unreachable=[h.node_name for h in cluster.compute_hosts if not h.reachable],
         accounting=cluster.accounting is not None,
+        host_of_node={h.node_name: h.inventory_name for h in cluster.compute_hosts},
+        _if=lambda: is_controller,
     )

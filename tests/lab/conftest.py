@@ -99,6 +99,13 @@ class LabHosts:
         self._hosts.clear()
         self.lab("down")
 
+    def reboot(self, name: str) -> float:
+        """Reboot host NAME as a real host reboots (`lab.py reboot`); seconds until SSH answers again."""
+        started = time.monotonic()
+        self._hosts.pop(name, None)  # its SSH connection ends with it
+        self.lab("reboot", name)
+        return time.monotonic() - started
+
     @property
     def inventory(self) -> Path:
         return settings.hosts_file(self.name)

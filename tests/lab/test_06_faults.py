@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.lab.conftest import COMPUTE_NAMES, HOST_NAMES, ON_DEBIAN_12_ONLY, ON_DEBIAN_13_ONLY, PROJECT, RELEASE, lab
+from tests.lab.conftest import COMPUTE_NAMES, HOST_NAMES, ON_DEBIAN_12_ONLY, ON_DEBIAN_13_ONLY, PROJECT, RELEASE, TIMINGS, lab
 from tests.lab.secret_watch import SecretWatch, findings, leaks_in_text, secret_forms
 
 CONTROLLER = HOST_NAMES[0]
@@ -284,3 +284,23 @@ def test_node_without_galaxys_shared_directory_is_named_and_drained_not_job_conf
     # No host was left to write pyinfra's result (the single compute host drained): the log tells.
     assert not [line for line in run.log.splitlines() if "job_conf" in line and "roll" in line.lower()]
     assert controller.file("/srv/galaxy/config/job_conf.xml").content_string == job_conf
+
+
+@ON_DEBIAN_13_ONLY  # slurmd's own RPC and ps: release-independent
+def test_slurmd_that_runs_but_does_not_answer_is_named_within_seconds(first_deploy, deploy, lab_host):
+    """A slurmd that is stopped (SIGSTOP: as hung as a process can be) still looks idle to slurmctld
+    until SlurmdTimeout (300 s): the run names the node, the process state and systemd's view within
+    seconds, and puts no test job there; the other node is verified."""
+    stuck, other = COMPUTE_NAMES[-1], COMPUTE_NAMES[0]
+    lab_host(stuck).check_output("pkill -STOP -x slurmd")
+    try:
+        run = deploy()
+    finally:
+        lab_host(stuck).check_output("pkill -CONT -x slurmd")
+    assert run.returncode != 0
+    named = re.search(rf"node {stuck}: slurmd does not answer within 10 s \(`scontrol show slurmd`\): "
+                      r"pid \d+, state T\S* \(stopped \(SIGSTOP, or a debugger holds it\)\)", run.log)
+    assert named, run.log[-4000:]
+    assert f"no test job on {stuck} (failed above in this run)" in run.log
+    assert f"srun -N1: ran on {other}" in run.log
+    TIMINGS["run with a slurmd stopped (named, failed)"] = run.seconds

@@ -8,8 +8,10 @@ minute or two; the handler is stopped with supervisorctl while its Galaxy job
 runs in Slurm (the handler that owns it: there are two), the job is released and completes, ages out of slurmctld, and
 the handler is started again. With accounting, slurm-drmaa
 (SLURM_DRMAA_USE_SLURMDBD=1) reads the finished job from slurmdbd: the dataset
-must end ok. The same case with accounting off is run and its outcome recorded
-(docs/operations.md, "What Galaxy does without accounting", says what to expect).
+must end ok. Then accounting is turned off and on again on the running cluster. Without
+accounting the outage case ends in error: measured once and written down (docs/operations.md,
+"What Galaxy does without accounting"), not repeated here: it is Galaxy's and slurm-drmaa's
+behaviour, not the deploy's, and it cost CI two and a half minutes.
 """
 
 from __future__ import annotations
@@ -108,13 +110,13 @@ def test_slurmctld_schedules_while_slurmdbd_is_down_and_a_rerun_catches_up(first
         time.sleep(2)
 
 
-def handler_outage(galaxy_jobs, deploy, controller, accounting: bool) -> dict:
+def handler_outage(galaxy_jobs, deploy, controller) -> dict:
     """One Galaxy job finishes in Slurm while its handler is stopped and ages out of
     slurmctld before the handler starts again; its final state."""
-    run = deploy(*galaxy_jobs.deploy_args(slurm_config_extra=SHORT_MIN_JOB_AGE, slurm_accounting=accounting))
+    run = deploy(*galaxy_jobs.deploy_args(slurm_config_extra=SHORT_MIN_JOB_AGE))
     assert run.returncode == 0, run.log[-5000:]
     env = galaxy_jobs.ssh("cat /etc/supervisor/conf.d/galaxy.conf")
-    assert ('SLURM_DRMAA_USE_SLURMDBD="1"' in env) == accounting
+    assert 'SLURM_DRMAA_USE_SLURMDBD="1"' in env
     jobs = galaxy_jobs.submit(1)
     held = galaxy_jobs.wait_running(jobs)
     slurm_id = next(iter(held.values()))["external_id"]
@@ -135,25 +137,26 @@ def handler_outage(galaxy_jobs, deploy, controller, accounting: bool) -> dict:
     sacct = controller.run(f"sacct -j {slurm_id} -n -P -X -o State,ExitCode")
     outcome = {"handler": handler, "dataset_state": final["dataset_state"], "galaxy_state": final["state"], "slurm_job": slurm_id,
                "aged_out_after_s": round(aged_out), "sacct": (sacct.stdout or sacct.stderr).strip()}
-    NOTES.append(f"handler outage, accounting {'on' if accounting else 'off'}: {outcome}")
+    NOTES.append(f"handler outage, accounting on: {outcome}")
     return outcome
 
 
 @NEEDS_DRMAA
 @ON_DEBIAN_13_ONLY
-def test_handler_outage_with_and_without_accounting(galaxy_jobs, deploy, lab_host):
+def test_handler_outage_with_accounting_then_accounting_off_and_on_again(galaxy_jobs, deploy, lab_host):
     controller = lab_host(CONTROLLER)
     try:
-        with_accounting = handler_outage(galaxy_jobs, deploy, controller, accounting=True)
+        with_accounting = handler_outage(galaxy_jobs, deploy, controller)
         assert with_accounting["dataset_state"] == "ok", with_accounting
         assert with_accounting["sacct"] == "COMPLETED|0:0", with_accounting
-        without = handler_outage(galaxy_jobs, deploy, controller, accounting=False)
-        assert "disabled" in without["sacct"], without  # sacct: "Slurm accounting storage is disabled"
-        # Galaxy's runner cannot tell how the job ended: docs/operations.md, "What Galaxy does without accounting".
-        assert without["dataset_state"] == "error", without
+        off = deploy(*galaxy_jobs.deploy_args(slurm_accounting=False))
+        assert off.returncode == 0, off.log[-5000:]
+        sacct = controller.run("sacct -n -X")
+        assert "disabled" in sacct.stdout + sacct.stderr  # "Slurm accounting storage is disabled"
+        assert "SLURM_DRMAA_USE_SLURMDBD" not in galaxy_jobs.ssh("cat /etc/supervisor/conf.d/galaxy.conf")
     finally:
         restored = deploy(*galaxy_jobs.deploy_args())
         assert restored.returncode == 0, restored.log[-5000:]
-    TIMINGS["accounting back on (re-run after the outage cases)"] = restored.seconds
+    TIMINGS["accounting back on (re-run after the outage case and accounting off)"] = restored.seconds
     again = deploy(*galaxy_jobs.deploy_args())
     assert again.returncode == 0 and again.changes == 0, again.changed_operations()

@@ -4,7 +4,7 @@ from tasks.facts import parse_host_profile
 
 
 def profile(*extra: str) -> list[str]:
-    return ["hostname=node1.example.org", "cpus=4", "cpu=0,0", "cpu=0,0", "cpu=0,1", "cpu=0,1",
+    return ["hostname=node1.example.org", "cpus=4", "cpu=0,0,0", "cpu=1,0,0", "cpu=2,0,1", "cpu=3,0,1",
             "memory_kb=24684092", "codename=bookworm", "slurm_version=", "cgroup_fs=tmpfs", "python=3.11",
             "user=root:0", "user=munge:100", "group=root:0", "group=munge:101", *extra]
 
