@@ -7,6 +7,7 @@ and fail the host with what an admin needs to see.
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
 
@@ -14,7 +15,7 @@ from pyinfra import host, logger
 from pyinfra.api import operation
 
 from tasks.operations import fail, run
-from tasks.platform import HEALTH_CHECK_PROGRAM
+from tasks.platform import HEALTH_CHECK_PROGRAM, HEALTH_CHECK_REASON
 
 SHARE_DIR = "/usr/local/share/pyinfra-galaxy-slurm"  # the verification's scripts and venv on the hosts
 LOG_EVERY = 10  # a longer wait says what it waits for this often
@@ -64,9 +65,10 @@ def ready_for_galaxy_jobs(root: str, marker: str, text: str, user: str, venv: st
     """Fail the host (naming it, what is missing and the fix) when Galaxy's jobs could not run here:
     `root` is not the Galaxy host's shared directory (the marker the Galaxy host wrote there, first
     line `text`, is not read here); or, once Galaxy's venv is built by the Galaxy host's Python
-    (`python_version`, major.minor), the interpreter it points at is missing here, or `user` cannot
-    write the job working directory `job_dir`.
-    A node that is not the Galaxy host's shared directory is drained at once by its own health check."""
+    (`python_version`, major.minor), the venv does not run on that Python here, or `user` cannot
+    write the job working directory `job_dir`. A node failing either of the first two is drained at
+    once by its own health check; one whose health check drained it and that passes now is resumed
+    by it (a visible change), so a re-run after the fix brings the node back."""
     if not host.state.is_executing:
         return
     if not run(f"test -d {shlex.quote(root)}")[0]:
@@ -88,13 +90,21 @@ def ready_for_galaxy_jobs(root: str, marker: str, text: str, user: str, venv: st
         # (galaxy_rebuild_venv) or the run was refused before any change. The Galaxy check proves it.
         return
     as_user = f"runuser -u {shlex.quote(user)} --"
-    # The interpreter the venv points at must be here (importing Galaxy would cost seconds a node).
-    if not run(f"{as_user} test -x {shlex.quote(python)}")[0]:
+    # The venv must run here on the Python that made it: bin/python leads to this host's python3,
+    # another version on another Debian release (importing Galaxy would cost seconds a node).
+    _, here = run(f"{as_user} timeout 10 {shlex.quote(python)} -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'")
+    if here.strip() != python_version:
         run(f"test -x {HEALTH_CHECK_PROGRAM} && {HEALTH_CHECK_PROGRAM}")  # drains it
-        _, executable = run(f"sed -n 's/^executable = //p' {shlex.quote(venv)}/pyvenv.cfg")
-        yield fail(f"node {host.name}: Galaxy's venv does not run here ({python} -> {executable.strip() or '?'} is "
-                   "missing); Galaxy's jobs run it on every compute host: give this host the Galaxy host's Debian "
-                   "release (its python3) and re-run")
+        yield fail(f"node {host.name}: Galaxy's venv needs Python {python_version}, and {python} runs "
+                   f"{here.strip() or 'nothing'} here; Galaxy's jobs run it on every compute host: give this host the "
+                   "Galaxy host's Debian release (its python3) and re-run")
     elif not run(f"{as_user} sh -c {shlex.quote(f'test ! -e {shlex.quote(job_dir)} || test -w {shlex.quote(job_dir)}')}")[0]:
         yield fail(f"node {host.name}: {user} cannot write Galaxy's job working directory {job_dir} here; "
                    "check the shared filesystem's export (rw, uid/gid of the galaxy account) and re-run")
+    elif drained_by_health_check(run('scontrol --oneliner show node "$(hostname -s)" 2>/dev/null')[1]):
+        yield HEALTH_CHECK_PROGRAM  # what it drained the node for is back: it resumes the node now
+
+
+def drained_by_health_check(node_info: str) -> bool:
+    """Whether `scontrol --oneliner show node` output is of a node the health check drained."""
+    return bool(re.search(r" State=\S*DRAIN", node_info)) and f" Reason={HEALTH_CHECK_REASON}" in node_info

@@ -13,13 +13,15 @@ connection before use (pool_pre_ping) and reconnect.
 
 from __future__ import annotations
 
+import shlex
+
 from pyinfra import host
-from pyinfra.api import deploy
+from pyinfra.api import deploy, operation
 from pyinfra.operations import apt, postgres, systemd
 
 from tasks.model import Cluster
 from tasks.model.database import DATABASE_NAME
-from tasks.operations import config_file, restart_checked, run
+from tasks.operations import config_file, fail, restart_checked, run
 from tasks.packages import packages_at_once
 from tasks.platform import PACKAGES_POSTGRESQL
 
@@ -56,8 +58,9 @@ def install_database(cluster: Cluster) -> None:
         log=f"/var/log/postgresql/postgresql-{version}-main.log",
         what=f"PostgreSQL {version}",
         unit=cluster_unit,
-        _if=lambda: _max_connections_now() != str(wanted),
+        _if=lambda: _max_connections_now() != str(wanted) and _max_connections_in_files()[1] == settings_path,
     )
+    max_connections_applied(name=f"PostgreSQL runs with max_connections = {wanted}", wanted=wanted, ours=settings_path)
     # psql runs as the postgres superuser (peer authentication), through su as this run's root.
     as_postgres = {"_su_user": "postgres", "_su_shell": "/bin/sh"}
     postgres.role(name=f"PostgreSQL role {galaxy.user} (peer authentication, no password)", role=galaxy.user,
@@ -66,6 +69,28 @@ def install_database(cluster: Cluster) -> None:
                       owner=galaxy.user, encoding="UTF8", template="template0", **as_postgres)
 
 
+@operation(is_idempotent=True)
+def max_connections_applied(wanted: int, ours: str):
+    """Fail, naming the file, when PostgreSQL runs with another max_connections than `wanted`
+    because a configuration file read after `ours` sets it (ALTER SYSTEM's postgresql.auto.conf,
+    a later file in conf.d): a restart would not change it, so none is made."""
+    if not host.state.is_executing or _max_connections_now() == str(wanted):
+        return
+    value, source = _max_connections_in_files()
+    yield fail(f"PostgreSQL runs with max_connections = {_max_connections_now()}, not {wanted}: {source or '?'} sets "
+               f"{value or '?'} after {ours}; remove it there (`ALTER SYSTEM RESET max_connections` for "
+               "postgresql.auto.conf) or set postgresql_max_connections to that value, and re-run")
+
+
 def _max_connections_now() -> str:
     """The running server's max_connections (at execution, on the Galaxy host)."""
     return run("runuser -u postgres -- psql -XAtc 'SHOW max_connections'")[1].strip()
+
+
+def _max_connections_in_files() -> tuple[str, str]:
+    """(value, file) of the max_connections the configuration files give now (pg_file_settings reads
+    them afresh on each query; the last one read wins), ("", "") when none sets it."""
+    query = ("SELECT setting || '|' || sourcefile FROM pg_file_settings WHERE name = 'max_connections' "
+             "ORDER BY seqno DESC LIMIT 1")
+    value, _, source = run(f"runuser -u postgres -- psql -XAtc {shlex.quote(query)}")[1].strip().partition("|")
+    return value, source

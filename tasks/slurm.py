@@ -199,6 +199,11 @@ def install_slurm(cluster: Cluster) -> None:
                            _if=lambda: is_controller and Rollout.rolling_back())
     resume_stopped_nodes(name="Resume DOWN or DRAINED nodes (slurm_resume_nodes)", node_names=cluster.reachable_nodes,
                          _if=lambda: is_controller and cluster.resume_nodes)
+    if not health_check:
+        # Turned off (slurm_health_check_interval = 0): gone once slurm.conf no longer names it.
+        for path in (HEALTH_CHECK_PROGRAM, HEALTH_CHECK_CONF):
+            files.file(name=f"No node health check: {path} removed", path=path, present=False,
+                       _if=lambda: is_compute and not Rollout.rolling_back())
 
 
 @operation(is_idempotent=True)

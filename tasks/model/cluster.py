@@ -34,6 +34,9 @@ from tasks.model.slurm import (
 from tasks.native_specification import sbatch_arguments
 from tasks.platform import Platform, choose_cgroup, jobacct_gather_type
 
+# slurm.conf keys of the node health check (tasks/slurm.py writes them with Galaxy).
+HEALTH_CHECK_CONF_KEYS = ("HealthCheckProgram", "HealthCheckInterval", "HealthCheckNodeState")
+
 @dataclass(frozen=True)
 class Cluster:
     name: str
@@ -199,6 +202,10 @@ def build_cluster(hosts: list[InventoryHost], settings: Mapping[str, Any],
         problems.append(f"slurm_health_check_interval: {interval!r} is not a number of seconds (0 or more); "
                         "give e.g. 300, or 0 for no health check")
         interval = 0
+    for key in HEALTH_CHECK_CONF_KEYS:
+        if key in extra and interval and config["deploy_galaxy"]:
+            problems.append(f"slurm_config_extra: {key} is written by the deploy while its node health check is on; "
+                            "to run your own (e.g. NHC), set slurm_health_check_interval = 0 and give HealthCheck* here")
     galaxy = galaxy_from(hosts, cluster_hosts, config["deploy_galaxy"], problems)
     if galaxy and not any(p.startswith(("galaxy_handlers", "galaxy_job_workers")) for p in problems):
         # The job_conf.xml Galaxy would get, checked as Galaxy needs it.

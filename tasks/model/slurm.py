@@ -157,7 +157,7 @@ def slurmd_layout(host: InventoryHost, warnings: list[str]) -> dict[str, int]:
     if facts.performance_cores and leaves_out_efficiency_cores:
         cpus, sockets, cores_per_socket, threads = facts.performance_cores
         warnings.append(f"host {host.name}: a hybrid CPU; Slurm uses its performance cores only: {cpus} of its "
-                        f"{facts.cpus} CPUs (SlurmdParameters=allow_ecores would give it all)")
+                        f"{facts.cpus} CPUs")
     usable = sockets * cores_per_socket * threads
     if usable != cpus:
         warnings.append(

@@ -56,7 +56,8 @@ def slurmd_answers(wait: int = SLURMD_ANSWER_WAIT):
     slurmctld would only mark it not responding after SlurmdTimeout (300 s) and meanwhile give it jobs."""
     if not host.state.is_executing:
         return
-    if run(f"timeout {wait} scontrol show slurmd", timeout=wait + 5)[0]:
+    answered, said = run(f"timeout {wait} scontrol show slurmd", timeout=wait + 5)
+    if answered:
         return
     _, processes = run("ps -o pid=,stat= -C slurmd")
     states = [line.split() for line in processes.splitlines() if len(line.split()) == 2]
@@ -65,8 +66,8 @@ def slurmd_answers(wait: int = SLURMD_ANSWER_WAIT):
     _, status = run("systemctl status slurmd --no-pager --lines=5 2>&1")
     yield fail(f"node {host.name}: slurmd does not answer within {wait} s (`scontrol show slurmd`): {described}. "
                "slurmctld would go on giving it jobs until SlurmdTimeout; restart it "
-               f"(`systemctl restart slurmd`; a state D process waits on the kernel: fix the mount first) and re-run:\n"
-               f"{status}")
+               f"(`systemctl restart slurmd`; a state D process waits on the kernel: fix the mount first) and re-run. "
+               f"scontrol said: {said.strip()[-300:] or 'nothing (timed out)'}\n{status}")
 
 
 @operation(is_idempotent=True)
@@ -130,7 +131,7 @@ def _nodes_healthy(node_names: list[str]) -> dict[str, NodeStatus]:
     _, listing = run("sinfo --list-reasons --long")
     if all(reason.get(name, "").startswith(HEALTH_CHECK_REASON) for name in node_names if health[name] != "healthy"):
         way_back = (f"the node health check ({HEALTH_CHECK_PROGRAM}) resumes a node it drained once what it names is "
-                    "back (within slurm_health_check_interval); then re-run.")
+                    "back: a re-run has it do so at once (else it does within slurm_health_check_interval).")
     else:
         way_back = ("re-run with `--data slurm_resume_nodes=true` (or set it in group_data/all.py) to resume DOWN or "
                     "DRAINED nodes.")

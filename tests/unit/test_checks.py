@@ -80,3 +80,14 @@ def test_check_modules_import():
 
     for module in ("checks.test_1_munge", "checks.test_2_slurm", "checks.test_3_galaxy", "checks.test_4_services"):
         importlib.import_module(module)
+
+
+def test_a_node_drained_by_the_health_check_is_told_from_an_admins_drain():
+    from tasks.checks import drained_by_health_check
+
+    line = "NodeName=c1 Arch=x86_64 CoresPerSocket=2 State={state} ThreadsPerCore=1 Reason={reason} [root@2026-12-08T01:05:25]"
+    assert drained_by_health_check(line.format(state="IDLE+DRAIN", reason="pgs-health: /srv/galaxy is missing"))
+    assert drained_by_health_check(line.format(state="DRAINED", reason="pgs-health: /srv/galaxy is missing"))
+    assert not drained_by_health_check(line.format(state="IDLE+DRAIN", reason="disk swap"))
+    assert not drained_by_health_check(line.format(state="IDLE", reason="pgs-health: /srv/galaxy is missing"))
+    assert not drained_by_health_check("")

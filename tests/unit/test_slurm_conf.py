@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tasks.model import build_cluster
 from tasks.packages import packages_for
 from tasks.platform import PATHS
@@ -171,3 +173,16 @@ def test_node_health_check_with_galaxy_only():
     assert "MARKER_TEXT='pyinfra-galaxy-slurm: Galaxy'\"'\"'s shared directory of cluster galaxy'" in health
     assert "HealthCheckProgram" not in render_slurm_conf(build_cluster(small_cluster(1), {"deploy_galaxy": False}))
     assert "HealthCheckProgram" not in render_slurm_conf(build_cluster(small_cluster(1), {"slurm_health_check_interval": 0}))
+
+
+def test_health_check_keys_are_the_deploys_while_its_check_is_on():
+    from tasks.model import ClusterConfigError
+
+    own = {"slurm_config_extra": {"HealthCheckProgram": "/usr/sbin/nhc"}}
+    with pytest.raises(ClusterConfigError) as refused:
+        build_cluster(small_cluster(1, galaxy=CLI_RUNNER), own)
+    assert refused.value.problems == [
+        "slurm_config_extra: HealthCheckProgram is written by the deploy while its node health check is on; to run your "
+        "own (e.g. NHC), set slurm_health_check_interval = 0 and give HealthCheck* here"]
+    nhc = build_cluster(small_cluster(1, galaxy=CLI_RUNNER), {**own, "slurm_health_check_interval": 0})
+    assert settings_of(render_slurm_conf(nhc))["HealthCheckProgram"] == ["/usr/sbin/nhc"]
