@@ -74,10 +74,13 @@ def max_connections_applied(wanted: int, ours: str):
     """Fail, naming the file, when PostgreSQL runs with another max_connections than `wanted`
     because a configuration file read after `ours` sets it (ALTER SYSTEM's postgresql.auto.conf,
     a later file in conf.d): a restart would not change it, so none is made."""
-    if not host.state.is_executing or _max_connections_now() == str(wanted):
+    if not host.state.is_executing:
+        return
+    running = _max_connections_now()
+    if running == str(wanted):
         return
     value, source = _max_connections_in_files()
-    yield fail(f"PostgreSQL runs with max_connections = {_max_connections_now()}, not {wanted}: {source or '?'} sets "
+    yield fail(f"PostgreSQL runs with max_connections = {running}, not {wanted}: {source or '?'} sets "
                f"{value or '?'} after {ours}; remove it there (`ALTER SYSTEM RESET max_connections` for "
                "postgresql.auto.conf) or set postgresql_max_connections to that value, and re-run")
 
